@@ -1,0 +1,55 @@
+"""The plugin contract: every hook tagpipe calls, and the markers plugins use.
+
+A plugin is a module (found through the ``tagpipe`` entry-point group, or registered
+in-process) with functions marked ``@hookimpl``. Builtin components use exactly these
+hooks. Each ``register_*`` hook receives a ``register`` callable bound to one family::
+
+    from pipeline import hookimpl
+
+    @hookimpl
+    def register_decoders(register):
+        register("myplugin.argmax.v1", "myplugin.decoders:ArgmaxDecoder")
+
+``register(name, factory)`` takes the factory itself or a ``"module:attribute"`` string that
+is imported only when the component is first used, so registration stays fast. Names are
+versioned (``tagpipe.crf.v1``) because saved models record them. A name registered twice is
+refused, and the message names both plugins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from pipeline.registry import Register
+
+PROJECT = "tagpipe"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_encoders(register: Register) -> None:
+    """Register encoders: ``nn.Module`` subclasses of ``pipeline.components.Encoder`` that turn
+    a batch of tokenised sentences into features ``[batch, seq, dim]``."""
+
+
+@hookspec
+def register_decoders(register: Register) -> None:
+    """Register decoders: subclasses of ``pipeline.components.Decoder`` that score tag sequences
+    from encoder features (a loss for training, a best sequence for prediction)."""
+
+
+@hookspec
+def register_formats(register: Register) -> None:
+    """Register corpus formats: ``pipeline.components.CorpusFormat`` objects (a reader and,
+    where it makes sense, a writer), chosen with ``--format NAME``."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``tagpipe`` command-line group (``cli.add_command(...)``)."""

@@ -1,0 +1,1 @@
+"""Builtin components, each registered through the same hooks as any third-party plugin."""
