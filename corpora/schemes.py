@@ -11,6 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 SCHEMES = ("iob1", "iob2", "bioes", "bmes")
+#: the tag prefixes each scheme uses besides ``O``
+PREFIXES = {
+    "iob1": ("B", "I"),
+    "iob2": ("B", "I"),
+    "bioes": ("B", "I", "E", "S"),
+    "bmes": ("B", "M", "E", "S"),
+}
 Span = tuple[int, int, str]  # (start token, end token exclusive, label)
 
 
@@ -110,6 +117,8 @@ def allowed_transitions(labels: Sequence[str], scheme: str) -> Constraints:
     """The transition constraints of ``scheme`` over the tag set ``labels`` (full tags, "O" included)."""
     scheme = check_scheme(scheme)
     parts = [_split(t) for t in labels]
+    # a prefix the scheme does not use (E-X in IOB2, I-X in BMES) is never allowed
+    foreign = [p != "O" and p not in PREFIXES[scheme] for p, _ in parts]
     if scheme == "bmes":
         parts = [("I" if p == "M" else p, lab) for p, lab in parts]
     n = len(labels)
@@ -128,15 +137,18 @@ def allowed_transitions(labels: Sequence[str], scheme: str) -> Constraints:
 
     start = []
     end = []
-    for p, _ in parts:
+    for (p, _), bad in zip(parts, foreign, strict=True):
         if scheme in {"bioes", "bmes"}:
-            start.append(p in {"O", "B", "S"})
-            end.append(p in {"O", "E", "S"})
+            start.append(p in {"O", "B", "S"} and not bad)
+            end.append(p in {"O", "E", "S"} and not bad)
         elif scheme == "iob2":
-            start.append(p != "I")
-            end.append(True)
+            start.append(p != "I" and not bad)
+            end.append(not bad)
         else:
-            start.append(p != "B")
-            end.append(True)
-    transitions = [[may_follow(parts[i], parts[j]) for j in range(n)] for i in range(n)]
+            start.append(p != "B" and not bad)
+            end.append(not bad)
+    transitions = [
+        [not (foreign[i] or foreign[j]) and may_follow(parts[i], parts[j]) for j in range(n)]
+        for i in range(n)
+    ]
     return Constraints(start, transitions, end)

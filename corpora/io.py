@@ -1,0 +1,234 @@
+"""File plumbing shared by the corpus readers and writers.
+
+Readers get numbered, decoded lines from :func:`open_lines`, so stdin (``-``), gzip and bad
+UTF-8 are handled once, with the line number a :class:`CorpusError` needs. Writers go through
+:func:`open_output`, which writes files atomically: a crash mid-write never leaves a truncated
+corpus where a good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from pipeline.errors import CorpusError, TagpipeError
+
+OnError = Callable[[CorpusError], object]
+STDIO = "-"
+
+
+class CorpusOptionError(TagpipeError, ValueError):
+    """A reader or writer option it does not accept (an unknown scheme or column): a ValueError
+    to the API, one readable line to the CLI."""
+
+
+def option_scheme(scheme: str) -> str:
+    """``check_scheme`` raising :class:`CorpusOptionError`."""
+    from corpora.schemes import SCHEMES, check_scheme
+
+    try:
+        return check_scheme(scheme)
+    except (ValueError, AttributeError):  # AttributeError: not a string
+        raise CorpusOptionError(
+            f"unknown tagging scheme {scheme!r}; expected one of {', '.join(SCHEMES)}"
+        ) from None
+
+
+def display_name(path: str | Path) -> str:
+    """How error messages name a path (``<stdin>`` for ``-``)."""
+    return "<stdin>" if str(path) == STDIO else str(path)
+
+
+def _open_binary(path: str | Path) -> IO[bytes]:
+    if str(path) == STDIO:
+        return sys.stdin.buffer
+    try:
+        if str(path).endswith(".gz"):
+            stream = gzip.open(path, "rb")
+            try:
+                stream.peek(1)  # fail here, not mid-iteration, if it is not gzip
+            except BaseException:
+                stream.close()
+                raise
+            return stream  # type: ignore[return-value]
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:  # gzip.BadGzipFile is an OSError too
+        raise TagpipeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def open_lines(path: str | Path, *, on_error: OnError | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each line of ``path`` (1-based, newline removed).
+
+    ``-`` is stdin and a ``.gz`` name is decompressed. A line that is not UTF-8 is a
+    :class:`CorpusError` naming it; with ``on_error`` the error is passed
+    to it and the line skipped (numbering stays aligned with the file). A BOM is dropped.
+    """
+    name = display_name(path)
+    stream = _open_binary(path)
+    number = 0
+    try:
+        while batch := stream.readlines(1 << 16):  # a batch decodes faster than its lines
+            try:
+                text = b"".join(batch).decode("utf-8")
+            except UnicodeDecodeError:
+                yield from _decode_each(batch, number, name, on_error)
+                number += len(batch)
+                continue
+            lines = text.split("\n")
+            if text.endswith("\n"):
+                lines.pop()
+            clean = number == 0 or "\r" in text
+            for line in lines:
+                number += 1
+                yield number, _clean(line, number) if clean else line
+    except (OSError, EOFError) as exc:  # truncated or corrupt gzip stream
+        raise TagpipeError(f"{name}: cannot read: {exc}") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _decode_each(
+    batch: list[bytes], before: int, name: str, on_error: OnError | None
+) -> Iterator[tuple[int, str]]:
+    """The lines of a batch that failed to decode, one by one, reporting the bad ones."""
+    for number, raw in enumerate(batch, before + 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            error = CorpusError(name, number, f"invalid UTF-8 at byte {exc.start + 1} of the line")
+            if on_error is None:
+                raise error from None
+            on_error(error)
+            continue
+        yield number, _clean(line.removesuffix("\n"), number)
+
+
+def _clean(line: str, number: int) -> str:
+    """Drop the ``\\r`` of a CRLF ending, and a BOM on the first line."""
+    if line.endswith("\r"):
+        line = line[:-1]
+    if number == 1 and line.startswith("\ufeff"):
+        line = line[1:]
+    return line
+
+
+def _default_mode() -> int:
+    """Permissions a plainly created file would get (0o666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """A text stream whose content replaces ``path`` only when the block succeeds.
+
+    Writes a temporary file in the same directory (so ``os.replace`` is atomic), fsyncs it and
+    renames it over ``path``; on an exception the temporary file is removed and ``path`` is left
+    as it was. A ``.gz`` name is gzip-compressed; ``-`` is stdout (nothing to replace).
+    """
+    if str(path) == STDIO:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _default_mode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    raw = os.fdopen(fd, "wb")
+    binary: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb") if path.suffix == ".gz" else raw
+    text = io.TextIOWrapper(binary, encoding=encoding, newline="\n")
+    try:
+        yield text
+        text.flush()
+        text.detach()
+        if binary is not raw:
+            binary.close()  # writes the gzip trailer; leaves ``raw`` open
+        raw.flush()
+        os.fsync(raw.fileno())
+        raw.close()
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(ValueError):
+            text.detach()  # so the wrapper's finaliser does not flush into a closed file
+        raw.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def open_output(path_or_stream: str | Path | IO[str]) -> Iterator[IO[str]]:
+    """A text stream for a writer: an open stream as is, ``-`` as stdout, a path atomically."""
+    if hasattr(path_or_stream, "write"):
+        yield path_or_stream  # type: ignore[misc]
+    else:
+        with atomic_write(path_or_stream) as stream:  # type: ignore[arg-type]
+            yield stream
+
+
+def detect_format(path: str | Path) -> str:
+    """The registered format whose extensions match ``path`` (a ``.gz`` suffix is ignored).
+
+    ``.txt`` is claimed by both ``conll`` and ``text``; such ties are settled by looking at the
+    first lines (see :func:`looks_like_conll`). Raises :class:`TagpipeError` when no format
+    claims the extension.
+    """
+    from pipeline.plugins import get_registry
+
+    name = str(path)
+    stem = name[:-3] if name.endswith(".gz") else name
+    suffix = Path(stem).suffix.lower()
+    registry = get_registry()
+    candidates = []
+    for fmt in registry.names("format"):
+        try:
+            extensions = registry.get("format", fmt).extensions
+        except TagpipeError:
+            continue  # a broken plugin is reported by `tagpipe plugins`; it cannot match here
+        if suffix and suffix in extensions:
+            candidates.append(fmt)
+    if len(candidates) > 1 and "conll" in candidates and name != STDIO:
+        columns = looks_like_conll(path)
+        candidates = ["conll"] if columns else [c for c in candidates if c != "conll"]
+    if not candidates:
+        available = ", ".join(registry.names("format")) or "none"
+        raise TagpipeError(
+            f"cannot tell the format of {name!r} from its extension {suffix or '(none)'!r}; "
+            f"name one of: {available}"
+        )
+    return candidates[0]
+
+
+def looks_like_conll(path: str | Path, sample: int = 50) -> bool:
+    """True when the first ``sample`` non-blank lines look like tagged CoNLL columns: the same
+    number (two or more) of whitespace-separated fields on each, the last one a tag (``O``,
+    ``B-X``, ...). Plain text rarely passes both tests."""
+    counts = set()
+    seen = 0
+    try:
+        for _, line in open_lines(path, on_error=lambda _: None):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                continue
+            last = fields[-1]
+            if not (last == "O" or (last[:1] in "BIESM" and last[1:2] == "-" and len(last) > 2)):
+                return False
+            counts.add(len(fields))
+            seen += 1
+            if seen >= sample or len(counts) > 1:
+                break
+    except TagpipeError:
+        return False
+    return len(counts) == 1 and min(counts) >= 2
