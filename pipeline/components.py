@@ -1,5 +1,7 @@
 """The contracts of the component families. Plugins subclass these.
 
+(``CorpusFormat`` lives in ``corpora.base``, free of torch, and is re-exported here.)
+
 A tagger is an :class:`Encoder` (tokens -> features ``[batch, seq, dim]``) composed with a
 :class:`Decoder` (features -> tag sequence). Any registered encoder works with any registered
 decoder; the model folder records both registry names with their configs.
@@ -10,15 +12,17 @@ an encoder needs to rebuild itself (vocabularies, a tokenizer) it writes in ``sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from corpora.base import CorpusFormat
 from corpora.schemes import Constraints
-from corpora.types import Sentence
+
+__all__ = ["CorpusFormat", "Decoder", "Encoder", "lengths_to_mask"]
 
 
 class Encoder(nn.Module):
@@ -84,23 +88,6 @@ class Decoder(nn.Module):
     def marginals(self, features: Tensor, mask: Tensor) -> Tensor:
         """Per-token tag probabilities ``[batch, seq, num_tags]`` (confidence scores)."""
         raise NotImplementedError
-
-
-class CorpusFormat:
-    """A corpus format: ``read`` yields :class:`Sentence` records; ``write`` is optional.
-
-    Readers stream (a generator over the file) and raise :class:`pipeline.errors.CorpusError`
-    naming the file and 1-based line for malformed input.
-    """
-
-    name: ClassVar[str]
-    extensions: ClassVar[tuple[str, ...]] = ()
-
-    def read(self, path: str | Path, **options: Any) -> Iterator[Sentence]:
-        raise NotImplementedError
-
-    def write(self, sentences: Iterator[Sentence] | Sequence[Sentence], path: str | Path, **options: Any) -> None:
-        raise NotImplementedError(f"format {self.name!r} cannot be written")
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:

@@ -36,3 +36,31 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: ../shared/corpora is expected beside the checkout")
     return path
+
+
+TINY_CONLL = REPO / "corpora" / "samples" / "tiny.conll"
+TINY_BILSTM = {"word_dim": 24, "char_dim": 12, "char_hidden": 12, "hidden": 32}
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_model(tmp_path_factory) -> Path:
+    """A BiLSTM-CRF trained to fit the tiny sample corpus (a few seconds), shared by the session."""
+    from pipeline.settings import TrainSettings
+    from pipeline.training import Trainer
+
+    out = tmp_path_factory.mktemp("tiny-ner") / "model"
+    settings = TrainSettings(train=str(TINY_CONLL), dev=str(TINY_CONLL), output=str(out), encoder_config=TINY_BILSTM,
+                             epochs=25, batch_size=4, lr=2e-2, patience=100, device="cpu", seed=1)
+    Trainer(settings, log=lambda _: None, progress=False).run()
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT (masked-LM head, fast tokenizer) saved with ``save_pretrained``.
+
+    Built once per session by :func:`tests.tiny_models.build_tiny_bert`; treat it as read-only.
+    """
+    from tests.tiny_models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))

@@ -4,4 +4,10 @@ from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from pipeline.commands.annotate import annotate
+from pipeline.commands.evaluate import evaluate
+from pipeline.commands.info import info
+from pipeline.commands.plugins import plugins
+from pipeline.commands.train import train
+
+COMMANDS: list[click.Command] = [train, evaluate, annotate, info, plugins]

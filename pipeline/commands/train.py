@@ -1,0 +1,56 @@
+"""``tagpipe train``: train a tagger; ``--config FILE`` supplies defaults that flags override."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.settings import TrainSettings, read_config_file
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback: the file's values become defaults, so explicit flags still win."""
+    if value:
+        values = read_config_file(value)
+        ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config, help="JSON or TOML file of settings (keys as these options).")
+@click.option("--train", required=True, help="Training corpus.")
+@click.option("--dev", help="Development corpus (model selection by dev F1 / accuracy).")
+@click.option("--output", "-o", default="models/tagger", show_default=True, help="Model folder to write.")
+@click.option("--format", "format_", default="conll", show_default=True, help="Corpus format (see `tagpipe plugins`).")
+@click.option("--task", type=click.Choice(["ner", "tag"]), default="ner", show_default=True)
+@click.option("--scheme", default="iob2", show_default=True, help="Tagging scheme of the files: iob1, iob2, bioes, bmes.")
+@click.option("--tag-column", default=None, help="Tag column: CoNLL index (default -1) or CoNLL-U field (upos).")
+@click.option("--lang", default="en", show_default=True, help="spaCy language code of the tokenizer used at prediction.")
+@click.option("--encoder", default="bilstm", show_default=True, help="Encoder registry name (or bilstm / bert).")
+@click.option("--decoder", default="crf", show_default=True, help="Decoder registry name (or softmax / crf / memm / bimemm).")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--patience", type=int, default=8, show_default=True, help="Stop after this many epochs without a better dev score.")
+@click.option("--average", type=int, default=0, show_default=True, help="Average the K best dev checkpoints at the end.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--save-dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train(ctx: click.Context, format_: str, tag_column: str | None, resume: bool, quiet: bool, **options) -> None:
+    """Train a tagger and write the best dev checkpoint to OUTPUT."""
+    from pipeline.data import parse_column
+    from pipeline.training import Trainer
+
+    extra = {k: v for k, v in (ctx.default_map or {}).items() if k in {"encoder_config", "decoder_config", "warmup",
+                                                                          "lr_final", "clip", "weight_decay"}}
+    column = parse_column(tag_column)
+    settings = TrainSettings.from_dict({**options, **extra, "format": format_, "tag_column": column})
+    result = Trainer(settings, resume=resume, log=click.echo, progress=not quiet).run()
+    best = result["best"]
+    click.echo(f"best dev score {best['f1'] * 100:.2f} at epoch {best['epoch']}; model in {settings.output}")

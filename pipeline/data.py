@@ -1,0 +1,62 @@
+"""Reading labelled corpora for a task through the registered formats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from corpora.schemes import check_scheme, convert, tags_to_spans
+from corpora.types import Sentence
+from pipeline.errors import CorpusError, TagpipeError
+from pipeline.plugins import get_registry
+
+TASKS = ("ner", "tag")
+
+
+def read_corpus(path: str | Path, fmt: str, **options: Any) -> Iterator[Sentence]:
+    """Sentences of ``path`` read by the format registered as ``fmt``."""
+    if path != "-" and not Path(path).exists():
+        raise TagpipeError(f"no such file: {path}")
+    reader = get_registry().get("format", fmt)()
+    return reader.read(path, **options)
+
+
+def labelled_sentences(path: str | Path, fmt: str, *, task: str, scheme: str = "iob2",
+                       tag_column: int | str | None = None) -> list[Sentence]:
+    """The sentences of a training/evaluation corpus, checked to carry one tag per token.
+
+    For ``ner`` the tags are normalised to IOB2 (what evaluation uses); for ``tag`` they are
+    kept as read. Empty sentences are dropped.
+    """
+    if task not in TASKS:
+        raise TagpipeError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    options: dict[str, Any] = {} if tag_column is None else {"tag_column": tag_column}
+    if fmt == "conll":
+        options["scheme"] = scheme
+    sentences = []
+    for sentence in read_corpus(path, fmt, **options):
+        if not sentence.tokens:
+            continue
+        if sentence.tags is None or len(sentence.tags) != len(sentence.tokens):
+            raise CorpusError(str(sentence.source or path), sentence.line or 0, "sentence has no tag for every token")
+        if task == "ner":
+            try:
+                sentence.tags = convert(sentence.tags, check_scheme(scheme), "iob2")
+            except ValueError as exc:
+                raise CorpusError(str(sentence.source or path), sentence.line or 0, str(exc)) from None
+        sentences.append(sentence)
+    if not sentences:
+        raise TagpipeError(f"{path}: no labelled sentences found (format {fmt!r})")
+    return sentences
+
+
+def entity_types(sentences: list[Sentence]) -> list[str]:
+    return sorted({label for s in sentences for _, _, label in tags_to_spans(s.tags or [], "iob2")})
+
+
+def parse_column(value: str | None) -> int | str | None:
+    """``--tag-column``: an integer index for CoNLL columns, a field name for CoNLL-U."""
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value

@@ -1,0 +1,233 @@
+"""A tagger is a registered encoder composed with a registered decoder; this module builds,
+saves and loads one.
+
+The model folder is self-contained and readable::
+
+    config.json        format version, task, language, label set, the encoder's and decoder's
+                       registry names and configs, training summary
+    model.safetensors  all weights (encoder + decoder), optionally stored as float16
+    vocab.json ...     whatever the encoder writes in ``save_assets``
+
+Loading needs no training data, only the plugins that registered the recorded names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from corpora.schemes import Constraints, allowed_transitions
+from pipeline.components import Decoder, Encoder, lengths_to_mask
+from pipeline.errors import ModelError
+from pipeline.plugins import get_registry
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+SPAN_TASKS = {"ner"}  # tasks whose tags encode spans, trained internally in BIOES
+
+
+class Tagger(nn.Module):
+    """Encoder + decoder + label set: tokens in, tag strings out."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: Decoder,
+        *,
+        encoder_name: str,
+        decoder_name: str,
+        labels: Sequence[str],
+        task: str = "ner",
+        lang: str = "en",
+        scheme: str | None = "bioes",
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.encoder_name = encoder_name
+        self.decoder_name = decoder_name
+        self.labels = list(labels)
+        self.label_ids = {label: i for i, label in enumerate(self.labels)}
+        self.task = task
+        self.lang = lang
+        self.scheme = scheme
+        self.meta = dict(meta or {})
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        sentences: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        *,
+        encoder: str,
+        decoder: str,
+        encoder_config: dict[str, Any] | None = None,
+        decoder_config: dict[str, Any] | None = None,
+        task: str = "ner",
+        lang: str = "en",
+        scheme: str | None = "bioes",
+    ) -> Tagger:
+        """A fresh tagger whose encoder vocabularies are fitted on ``sentences``."""
+        registry = get_registry()
+        encoder_cls = registry.get("encoder", encoder)
+        decoder_cls = registry.get("decoder", decoder)
+        enc = encoder_cls.from_corpus(sentences, **(encoder_config or {}))
+        dec = decoder_cls(enc.output_dim, len(labels), constraints_for(labels, scheme), **(decoder_config or {}))
+        return cls(enc, dec, encoder_name=encoder, decoder_name=decoder, labels=labels, task=task,
+                   lang=lang, scheme=scheme)
+
+    # -- computation ---------------------------------------------------------------------
+    def featurize(self, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
+        features = self.encoder.featurize(sentences)
+        features["tagpipe_lengths"] = torch.tensor([len(s) for s in sentences], dtype=torch.long)
+        return features
+
+    def encode(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Encoder features ``[B, T, D]`` and the token mask ``[B, T]``."""
+        hidden = self.encoder({k: v for k, v in features.items() if k != "tagpipe_lengths"})
+        mask = lengths_to_mask(features["tagpipe_lengths"].to(hidden.device), hidden.shape[1])
+        return hidden, mask
+
+    def loss(self, features: dict[str, Tensor], tags: Tensor) -> Tensor:
+        """Mean negative log-likelihood per sentence; ``tags`` is ``[B, T]`` (any value at padding)."""
+        hidden, mask = self.encode(features)
+        tags = tags.to(hidden.device).clamp(min=0)
+        return self.decoder.loss(hidden, tags, mask).mean()
+
+    @torch.inference_mode()
+    def predict_ids(self, features: dict[str, Tensor], *, with_scores: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Best tag ids ``[B, T]`` (-1 at padding) and, optionally, their marginal probabilities."""
+        hidden, mask = self.encode(features)
+        ids = self.decoder.decode(hidden, mask)
+        scores = None
+        if with_scores:
+            probs = self.decoder.marginals(hidden, mask)
+            scores = probs.gather(-1, ids.clamp(min=0).unsqueeze(-1)).squeeze(-1).masked_fill(~mask, 0.0)
+        return ids, scores
+
+    def tag(self, sentences: Sequence[Sequence[str]], *, batch_size: int = 64, with_scores: bool = False):
+        """Tag strings for each sentence (and per-token scores when ``with_scores``)."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        results: list[list[str]] = [[] for _ in sentences]
+        scores: list[list[float]] = [[] for _ in sentences]
+        order = sorted((i for i, s in enumerate(sentences) if len(s)), key=lambda i: len(sentences[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            features = to_device(self.featurize([sentences[i] for i in chunk]), device)
+            ids, probs = self.predict_ids(features, with_scores=with_scores)
+            ids_list = ids.tolist()
+            probs_list = probs.tolist() if probs is not None else None
+            for row, i in enumerate(chunk):
+                n = len(sentences[i])
+                results[i] = [self.labels[t] for t in ids_list[row][:n]]
+                if probs_list is not None:
+                    scores[i] = probs_list[row][:n]
+        self.train(was_training)
+        return (results, scores) if with_scores else results
+
+    # -- persistence ---------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "task": self.task,
+            "lang": self.lang,
+            "scheme": self.scheme,
+            "labels": self.labels,
+            "encoder": {"name": self.encoder_name, "config": self.encoder.config()},
+            "decoder": {"name": self.decoder_name, "config": self.decoder.config()},
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path, *, dtype: torch.dtype | None = None) -> None:
+        """Write the model folder. Each file is written beside its target and renamed over it,
+        config last, so a crash mid-save leaves the previous model loadable. Subfolders (a
+        trainer's ``checkpoint/``) are left alone."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=path))
+        try:
+            state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+            if dtype is not None:
+                state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            self.encoder.save_assets(tmp)
+            (tmp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n")
+            for item in sorted(tmp.iterdir(), key=lambda p: p.name == CONFIG_FILE):
+                target = path / item.name
+                if item.is_dir():
+                    if target.exists():
+                        shutil.rmtree(target)
+                    os.replace(item, target)
+                else:
+                    os.replace(item, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Tagger:
+        """Load a model folder written by :meth:`save`."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config = read_config(path)
+        registry = get_registry()
+        encoder_cls = registry.get("encoder", config["encoder"]["name"])
+        decoder_cls = registry.get("decoder", config["decoder"]["name"])
+        labels = config["labels"]
+        encoder = encoder_cls.from_assets(path, config["encoder"]["config"])
+        decoder = decoder_cls(encoder.output_dim, len(labels), constraints_for(labels, config.get("scheme")),
+                              **config["decoder"]["config"])
+        model = cls(encoder, decoder, encoder_name=config["encoder"]["name"], decoder_name=config["decoder"]["name"],
+                    labels=labels, task=config.get("task", "ner"), lang=config.get("lang", "en"),
+                    scheme=config.get("scheme"), meta=config.get("meta"))
+        state = load_file(str(path / WEIGHTS_FILE))
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+        model.load_state_dict(state)
+        model.eval()
+        return model.to(device)
+
+
+def constraints_for(labels: Sequence[str], scheme: str | None) -> Constraints | None:
+    return allowed_transitions(labels, scheme) if scheme else None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise ModelError(f"{path} is not a tagpipe model folder (no {CONFIG_FILE})")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{config_file}: not valid JSON ({exc})") from None
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{path}: model format version {version!r} is not supported (expected {FORMAT_VERSION})")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise ModelError(f"{path}: missing {WEIGHTS_FILE}")
+    return config
+
+
+def to_device(features: dict[str, Tensor], device: torch.device | str) -> dict[str, Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in features.items()}
+
+
+def span_labels(entity_types: Sequence[str], scheme: str) -> list[str]:
+    """The full tag set of ``scheme`` for these entity types, "O" first."""
+    prefixes = {"bioes": "BIES", "bmes": "BMES", "iob2": "BI", "iob1": "BI"}[scheme]
+    return ["O"] + [f"{p}-{t}" for t in sorted(entity_types) for p in prefixes]

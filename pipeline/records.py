@@ -1,0 +1,23 @@
+"""The JSON record written per document by ``tagpipe annotate`` and ``Predictor.predict``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spacy.tokens import Doc
+
+
+def doc_to_record(doc: Doc, doc_id: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"id", "text", "tokens", "entities": [{"start", "end", "label", "text", "score"}]}`` plus
+    the input's other fields (``extra``)."""
+    record: dict[str, Any] = dict(extra or {})
+    record.update(id=doc_id, text=doc.text, tokens=[t.text for t in doc])
+    entities = []
+    for ent in doc.ents:
+        entity = {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text}
+        score = ent._.tagpipe_score if ent.has_extension("tagpipe_score") else None
+        if score is not None:
+            entity["score"] = round(score, 4)
+        entities.append(entity)
+    record["entities"] = entities
+    return record

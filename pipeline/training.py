@@ -1,0 +1,259 @@
+"""The training loop: length-bucketed batches, dev-F1 model selection, checkpoints, resume.
+
+Layout of the output folder: the folder itself is always the best model so far (every file
+replaced atomically, so it stays loadable whatever happens), and ``checkpoint/`` holds the
+last epoch's model plus ``trainer_state.pt`` (optimizer, schedule, RNG, history) for
+``--resume``. Nothing here imports spaCy, so training runs where only torch is installed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from corpora.schemes import convert
+from corpora.types import Sentence
+from pipeline.data import entity_types, labelled_sentences
+from pipeline.errors import TagpipeError
+from pipeline.evaluation import entity_scores, token_accuracy
+from pipeline.model import Tagger, span_labels, to_device
+from pipeline.settings import TrainSettings
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "trainer_state.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TagpipeError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar lengths (less padding) in a shuffled order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i] + rng.random() * 2, i))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_tags(tag_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    width = max((len(t) for t in tag_ids), default=0)
+    return torch.tensor([list(t) + [-1] * (width - len(t)) for t in tag_ids], dtype=torch.long)
+
+
+class Trainer:
+    """Trains one tagger from :class:`TrainSettings`; ``run()`` returns the best dev score."""
+
+    def __init__(self, settings: TrainSettings, *, resume: bool = False,
+                 log: Callable[[str], None] = print, progress: bool = True) -> None:
+        self.settings = settings
+        self.resume = resume
+        self.log = log
+        self.progress = progress
+        self.output = Path(settings.output)
+        self.device = resolve_device(settings.device)
+
+    # -- data ----------------------------------------------------------------------------
+    def _read(self, path: str) -> list[Sentence]:
+        s = self.settings
+        return labelled_sentences(path, s.format, task=s.task, scheme=s.scheme, tag_column=s.tag_column)
+
+    def _internal_tags(self, sentence: Sentence) -> list[str]:
+        return convert(sentence.tags, "iob2", "bioes") if self.settings.task == "ner" else list(sentence.tags)
+
+    def score(self, model: Tagger, sentences: Sequence[Sentence]) -> dict[str, Any]:
+        """Dev/test scores: entity P/R/F1 for NER, token accuracy (as ``f1`` too) for tagging."""
+        predicted = model.tag([s.tokens for s in sentences], batch_size=128)
+        gold = [s.tags for s in sentences]
+        if self.settings.task == "ner":
+            return entity_scores(gold, [convert(p, "bioes", "iob2") for p in predicted])
+        scores = token_accuracy(gold, predicted)
+        scores["f1"] = scores["accuracy"]
+        return scores
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        s = self.settings
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        seed_everything(s.seed)
+        train = self._read(s.train)
+        dev = self._read(s.dev) if s.dev else None
+        train_tags = [self._internal_tags(x) for x in train]
+        state = self._load_state() if self.resume else None
+        if state is not None:
+            model = Tagger.load(self.output / CHECKPOINT_DIR, device=self.device)
+            self.log(f"resuming from {self.output / CHECKPOINT_DIR} after epoch {state['epoch']}")
+        else:
+            labels = span_labels(entity_types(train), "bioes") if s.task == "ner" else sorted({t for x in train_tags for t in x})
+            model = Tagger.build([x.tokens for x in train], labels, encoder=s.encoder, decoder=s.decoder,
+                                 encoder_config=s.encoder_config, decoder_config=s.decoder_config, task=s.task,
+                                 lang=s.lang, scheme="bioes" if s.task == "ner" else None).to(self.device)
+        unknown = {t for x in train_tags for t in x} - set(model.labels)
+        if unknown:
+            raise TagpipeError(f"training tags not in the model's label set: {sorted(unknown)[:10]}")
+        tag_ids = [[model.label_ids[t] for t in x] for x in train_tags]
+        batches_per_epoch = math.ceil(len(train) / s.batch_size)
+        optimizer = self._optimizer(model)
+        schedule = self._schedule(optimizer, batches_per_epoch * s.epochs)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
+        history: list[dict[str, Any]] = []
+        best = {"f1": -1.0, "epoch": 0}
+        top: list[tuple[float, dict[str, torch.Tensor]]] = []
+        first_epoch = 1
+        rng = random.Random(s.seed)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            scaler.load_state_dict(state["scaler"])
+            history, best, top = state["history"], state["best"], state["top"]
+            rng.setstate(state["python_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            first_epoch = state["epoch"] + 1
+        model.meta["settings"] = s.to_dict()
+        self.log(f"training {s.encoder} + {s.decoder} on {len(train)} sentences ({sum(map(len, train))} tokens), "
+                 f"{len(model.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
+                 f"device {self.device}")
+        bad_epochs = sum(1 for h in history if h["epoch"] > best["epoch"])
+        for epoch in range(first_epoch, s.epochs + 1):
+            if bad_epochs >= s.patience:
+                break
+            started = time.perf_counter()
+            loss = self._epoch(model, train, tag_ids, length_batches([len(x) for x in train], s.batch_size, rng),
+                               optimizer, schedule, scaler, epoch)
+            seconds = time.perf_counter() - started
+            scores = self.score(model, dev) if dev else {"f1": -loss}
+            record = {"epoch": epoch, "loss": loss, "dev_f1": scores["f1"] if dev else None, "seconds": seconds}
+            history.append(record)
+            improved = scores["f1"] > best["f1"]
+            if improved:
+                best = {"f1": scores["f1"], "epoch": epoch}
+                bad_epochs = 0
+                model.meta.update(best_dev=record, history=history)
+                model.save(self.output, dtype=_dtype(s.save_dtype))
+            else:
+                bad_epochs += 1
+            if s.average:
+                top = self._keep_top(top, scores["f1"], model, s.average)
+            dev_text = f"dev F1 {scores['f1'] * 100:.2f}  best {best['f1'] * 100:.2f} (epoch {best['epoch']})" if dev else ""
+            self.log(f"epoch {epoch}: loss {loss:.4f}  {dev_text}  {seconds:.1f} s")
+            self._save_state(model, optimizer, schedule, scaler, epoch, history, best, top, rng)
+        if s.average and len(top) > 1 and dev:
+            best = self._try_average(model, top, dev, best, history)
+        return {"best": best, "history": history}
+
+    def _epoch(self, model, train, tag_ids, batches, optimizer, schedule, scaler, epoch) -> float:
+        s = self.settings
+        model.train()
+        total = 0.0
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16)
+                    if s.precision != "fp32" else nullcontext())
+        bar = _progress(batches, f"epoch {epoch}/{s.epochs}", self.progress)
+        for n, batch in enumerate(bar, 1):
+            features = to_device(model.featurize([train[i].tokens for i in batch]), self.device)
+            tags = pad_tags([tag_ids[i] for i in batch]).to(self.device)
+            with autocast:
+                loss = model.loss(features, tags)
+            if not torch.isfinite(loss):
+                raise TagpipeError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if s.clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            total += loss.item()
+            if hasattr(bar, "set_postfix") and n % 20 == 0:
+                bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
+        return total / max(len(batches), 1)
+
+    def _optimizer(self, model: Tagger) -> torch.optim.Optimizer:
+        s = self.settings
+        if s.optimizer == "adam":
+            return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        if s.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
+        raise TagpipeError(f"unknown optimizer {s.optimizer!r}; expected adam or sgd")
+
+    def _schedule(self, optimizer, total_steps: int):
+        warmup = max(1, int(self.settings.warmup * total_steps))
+        final = self.settings.lr_final
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(final, 1.0 - (1.0 - final) * (step - warmup) / max(1, total_steps - warmup))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    # -- checkpoint averaging ------------------------------------------------------------
+    @staticmethod
+    def _keep_top(top, f1: float, model: Tagger, k: int):
+        snapshot = {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
+        top = sorted([*top, (f1, snapshot)], key=lambda x: -x[0])
+        return top[:k]
+
+    def _try_average(self, model: Tagger, top, dev, best, history):
+        averaged = {}
+        for name, tensor in top[0][1].items():
+            stack = [snap[name] for _, snap in top]
+            averaged[name] = torch.stack(stack).float().mean(0).to(tensor.dtype) if tensor.is_floating_point() else tensor
+        model.load_state_dict(averaged)
+        scores = self.score(model, dev)
+        self.log(f"average of the {len(top)} best checkpoints: dev F1 {scores['f1'] * 100:.2f}")
+        if scores["f1"] > best["f1"]:
+            best = {"f1": scores["f1"], "epoch": best["epoch"], "averaged": len(top)}
+            model.meta.update(best_dev={"dev_f1": scores["f1"], "averaged": len(top)}, history=history)
+            model.save(self.output, dtype=_dtype(self.settings.save_dtype))
+        return best
+
+    # -- resume --------------------------------------------------------------------------
+    def _save_state(self, model, optimizer, schedule, scaler, epoch, history, best, top, rng) -> None:
+        folder = self.output / CHECKPOINT_DIR
+        model.save(folder)
+        state = {
+            "epoch": epoch, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(), "history": history, "best": best, "top": top,
+            "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "settings": self.settings.to_dict(),
+        }
+        tmp = folder / f".{STATE_FILE}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, folder / STATE_FILE)
+
+    def _load_state(self) -> dict[str, Any] | None:
+        path = self.output / CHECKPOINT_DIR / STATE_FILE
+        if not path.is_file():
+            raise TagpipeError(f"--resume: no checkpoint at {path}")
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _dtype(name: str) -> torch.dtype | None:
+    return {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def _progress(items, desc: str, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
