@@ -1,1 +1,11 @@
-"""Placeholder: filled in by its module owner."""
+"""Builtin encoders, registered through the same hook as any third-party plugin.
+
+Factories are given as ``"module:attribute"`` strings so listing plugins never imports torch.
+"""
+
+from pipeline import hookimpl
+
+
+@hookimpl
+def register_encoders(register):
+    register("tagpipe.bilstm.v1", "plugins.bilstm:BiLSTMEncoder")

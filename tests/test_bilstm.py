@@ -1,0 +1,207 @@
+"""The BiLSTM encoder: vocabularies, batches, shapes, determinism, saving, vectors, learning."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import CorpusError
+from plugins.bilstm import CASINGS, PAD, UNK, BiLSTMEncoder, casing
+from plugins.vectors import read_word_vectors
+
+CORPUS = [
+    ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+    ["Peter", "Blackburn"],
+    ["BRUSSELS", "1996-08-22"],
+    ["The", "European", "Commission", "said", "on", "Thursday", "it", "disagreed", "."],
+]
+TINY = {"word_dim": 8, "char_dim": 6, "char_hidden": 5, "casing_dim": 3, "hidden": 7}
+
+
+def build(**config) -> BiLSTMEncoder:
+    torch.manual_seed(0)
+    return BiLSTMEncoder.from_corpus(CORPUS, **{**TINY, **config})
+
+
+def test_registered_without_importing_torch_eagerly():
+    from pipeline.plugins import get_registry
+
+    entry = get_registry().entry("encoder", "tagpipe.bilstm.v1")
+    assert entry.factory == "plugins.bilstm:BiLSTMEncoder"
+    assert entry.load() is BiLSTMEncoder
+
+
+def test_unknown_or_bad_config_is_refused():
+    with pytest.raises(ValueError, match="hiden"):
+        BiLSTMEncoder.from_corpus(CORPUS, hiden=3)
+    with pytest.raises(ValueError, match="char_encoder"):
+        BiLSTMEncoder.from_corpus(CORPUS, char_encoder="gru")
+
+
+def test_featurize_shapes_and_padding():
+    enc = build()
+    feats = enc.featurize([CORPUS[1], CORPUS[0]])
+    assert feats["word_ids"].shape == feats["casing"].shape == (2, 9)
+    assert feats["char_ids"].shape == (2, 9, len("Blackburn") + 2)  # longest word + BOW/EOW
+    assert feats["lengths"].tolist() == [2, 9]
+    assert all(t.dtype == torch.long for t in feats.values())
+    assert (feats["word_ids"][0, 2:] == PAD).all() and (feats["char_ids"][0, 2:] == PAD).all()
+    assert (feats["word_ids"][1] != PAD).all()
+    peter = feats["char_ids"][0, 0]
+    assert [enc.chars[i] for i in peter[1:6]] == list("Peter") and (peter[7:] == PAD).all()
+
+
+def test_words_are_lowercased_and_digits_zeroed_but_chars_keep_case():
+    enc = build()
+    feats = enc.featurize([["german", "GERMAN", "1997-01-01"]])
+    word_ids = feats["word_ids"][0].tolist()
+    assert word_ids[0] == word_ids[1] == enc.word_index["german"]
+    assert word_ids[2] == enc.word_index["0000-00-00"]
+    assert [CASINGS[i] for i in feats["casing"][0]] == ["lower", "upper", "has_digit"]
+    assert casing("Peter") == CASINGS.index("title") and casing("McDonald") == CASINGS.index("mixed")
+    assert casing(".") == CASINGS.index("no_letters") and casing("1996") == CASINGS.index("numeric")
+
+
+def test_unknown_words_and_chars_map_to_unk():
+    enc = build()
+    feats = enc.featurize([["zebra", "Ωmega"]])
+    assert feats["word_ids"][0].tolist() == [UNK, UNK]
+    assert feats["char_ids"][0, 1, 1].item() == UNK  # "Ω" never seen
+    assert feats["char_ids"][0, 1, 2].item() == enc.char_index["m"]
+
+
+def test_long_words_keep_both_ends():
+    enc = build(max_word_len=6)
+    chars = enc.featurize([["boycotting"]])["char_ids"][0, 0]
+    assert chars.shape == (8,)
+    assert "".join(enc.chars[i] for i in chars[1:-1]) == "boying"
+
+
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_forward_shapes_with_an_empty_sentence(char_encoder, layers):
+    enc = build(char_encoder=char_encoder, layers=layers).eval()
+    out = enc(enc.featurize([CORPUS[0], [], CORPUS[2]]))
+    assert out.shape == (3, 9, enc.output_dim) and enc.output_dim == 14
+    assert (out[1] == 0).all() and (out[2, 2:] == 0).all()
+    assert torch.isfinite(out).all()
+    assert enc(enc.featurize([[], []])).shape == (2, 0, 14)
+    assert enc(enc.featurize([])).shape == (0, 0, 14)
+
+
+def test_a_sentence_gives_the_same_features_alone_or_padded():
+    enc = build().eval()
+    alone = enc(enc.featurize([CORPUS[1]]))[0]
+    padded = enc(enc.featurize([CORPUS[0], CORPUS[1]]))[1, :2]
+    torch.testing.assert_close(alone, padded)
+
+
+def test_word_dropout_only_in_training():
+    enc = build(word_dropout=1e9, dropout=0.0)  # P(unk) = 1 in float32 for every training word
+    feats = enc.featurize([CORPUS[0]])
+    unk_only = enc.featurize([["qqq"] * 9])
+    unk_only["char_ids"], unk_only["casing"] = feats["char_ids"], feats["casing"]
+    torch.testing.assert_close(enc.train()(feats), enc(unk_only))
+    enc.eval()
+    first = enc(feats)
+    torch.testing.assert_close(first, enc(feats))
+    assert not torch.allclose(first, enc(unk_only))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    enc = build(char_encoder="lstm").eval()
+    enc.save_assets(tmp_path)
+    loaded = BiLSTMEncoder.from_assets(tmp_path, enc.config())
+    loaded.load_state_dict(enc.state_dict())
+    loaded.eval()
+    batch = [CORPUS[3], ["unseen", "Words"], []]
+    for key, value in enc.featurize(batch).items():
+        assert torch.equal(value, loaded.featurize(batch)[key]), key
+    torch.testing.assert_close(enc(enc.featurize(batch)), loaded(loaded.featurize(batch)))
+    assert "unk_prob" not in enc.state_dict()
+
+
+def test_pretrained_vectors_end_up_in_the_embeddings(tmp_path):
+    path = tmp_path / "vectors.txt"
+    path.write_text("4 3\nGerman 1 2 3\ngerman 9 9 9\nzebra 0.5 0.5 0.5\nlamb -1 0 1\n", encoding="utf-8")
+    enc = BiLSTMEncoder.from_corpus(CORPUS, pretrained_vectors=str(path), pretrained_limit=1, hidden=4)
+    assert enc.config()["word_dim"] == 3
+    weight = enc.word_embed.weight
+    # "German" normalises to "german" first, so its vector wins; "lamb" is a training word.
+    assert weight[enc.word_index["german"]].tolist() == [1, 2, 3]
+    assert weight[enc.word_index["lamb"]].tolist() == [-1, 0, 1]
+    assert "zebra" not in enc.word_index  # neither a training word nor within pretrained_limit
+    assert enc.word_index.keys() >= {w.lower() for s in CORPUS for w in s if not w[0].isdigit()}
+    with pytest.raises(ValueError, match="word_dim"):
+        BiLSTMEncoder.from_corpus(CORPUS, pretrained_vectors=str(path), word_dim=5)
+
+
+def test_vectors_reader(tmp_path):
+    path = tmp_path / "glove.txt"
+    path.write_text("the 0.1 0.2\nof 0.3 0.4\n\nNew York 1 2\n", encoding="utf-8")
+    words, vectors = read_word_vectors(path)
+    assert words == ["the", "of", "New York"] and vectors.shape == (3, 2)
+    words, vectors = read_word_vectors(path, {"of"}, limit=1)
+    assert words == ["the", "of"]
+
+
+@pytest.mark.parametrize(
+    "text, line, reason",
+    [
+        ("a 1 2\nb 1\nc 1 2\n", 2, "expected a word and 2 values"),
+        ("2 2\na 1 2\nb 1 x\n", 3, "bad vector value"),
+        ("a 1 2\nb \xff 2\n", 2, "not UTF-8"),
+    ],
+)
+def test_malformed_vectors_file_names_the_line(tmp_path, text, line, reason):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(CorpusError, match=reason) as info:
+        read_word_vectors(path)
+    assert info.value.line == line and str(path) in str(info.value)
+
+
+def test_learns_to_tag_capitalised_words_it_never_saw():
+    """Tag 1 = capitalised. Test words are unseen, so only chars/casing can tell."""
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["".join(rng.choices(letters, k=rng.randint(2, 7))) for _ in range(300)]
+
+    def sample(words, n):
+        sentences = []
+        for _ in range(n):
+            tokens = [rng.choice(words) for _ in range(rng.randint(1, 8))]
+            sentences.append([w.capitalize() if rng.random() < 0.3 else w for w in tokens])
+        return sentences
+
+    train, test = sample(vocab[:200], 400), sample(vocab[200:], 100)
+    torch.manual_seed(0)
+    enc = BiLSTMEncoder.from_corpus(train, **{**TINY, "hidden": 16, "char_hidden": 16})
+    head = nn.Linear(enc.output_dim, 2)
+    params = [*enc.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=0.01)
+
+    def gold(batch, seq):
+        tags = torch.full((len(batch), seq), -100)
+        for i, s in enumerate(batch):
+            tags[i, : len(s)] = torch.tensor([w[0].isupper() for w in s], dtype=torch.long)
+        return tags
+
+    for step in range(150):
+        batch = train[(step * 16) % 400 :][:16]
+        feats = enc.featurize(batch)
+        logits = head(enc(feats))
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), gold(batch, logits.size(1)).flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    enc.eval()
+    with torch.no_grad():
+        feats = enc.featurize(test)
+        pred = head(enc(feats)).argmax(-1)
+    tags = gold(test, pred.size(1))
+    accuracy = (pred == tags)[tags != -100].float().mean().item()
+    assert accuracy > 0.95
