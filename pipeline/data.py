@@ -33,7 +33,7 @@ def labelled_sentences(path: str | Path, fmt: str, *, task: str, scheme: str = "
         raise TagpipeError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     options: dict[str, Any] = {} if tag_column is None else {"tag_column": tag_column}
     if fmt == "conll":
-        options["scheme"] = scheme
+        options["scheme"] = scheme if task == "ner" else None  # POS-like tag columns are in no span scheme
     sentences = []
     for sentence in read_corpus(path, fmt, **options):
         if not sentence.tokens:

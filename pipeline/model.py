@@ -105,7 +105,7 @@ class Tagger(nn.Module):
         tags = tags.to(hidden.device).clamp(min=0)
         return self.decoder.loss(hidden, tags, mask).mean()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: CRF marginals take a gradient of log Z inside (enable_grad)
     def predict_ids(self, features: dict[str, Tensor], *, with_scores: bool = False) -> tuple[Tensor, Tensor | None]:
         """Best tag ids ``[B, T]`` (-1 at padding) and, optionally, their marginal probabilities."""
         hidden, mask = self.encode(features)

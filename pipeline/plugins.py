@@ -48,7 +48,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             self.register(module, name=name)
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors name no plugin
-            self.load_errors.append(f"plugin {name!r} from {dist!r} refused: {exc}")
+            self.load_errors.append(f"plugin {name!r} from {dist!r} refused: {one_line(exc)}")
             return
         self.distributions[name] = dist
 
@@ -73,7 +73,7 @@ def make_plugin_manager(*, builtins: bool = True, entry_point_group: str | None 
             try:
                 module = ep.load()
             except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the rest
-                pm.load_errors.append(f"plugin {ep.name!r} from {dist!r} failed to import: {exc!r}")
+                pm.load_errors.append(f"plugin {ep.name!r} from {dist!r} failed to import: {one_line(exc)}")
                 continue
             pm.register_module(ep.name, module, dist)
     return pm
@@ -83,9 +83,15 @@ def _register_import(pm: PluginManager, name: str, module_name: str, dist: str) 
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001
-        pm.load_errors.append(f"plugin {name!r} from {dist!r} failed to import: {exc!r}")
+        pm.load_errors.append(f"plugin {name!r} from {dist!r} failed to import: {one_line(exc)}")
         return
     pm.register_module(name, module, dist)
+
+
+def one_line(exc: BaseException) -> str:
+    """``ImportError: no module named x``: an exception as one line of a plugin problem."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def build_registry(pm: PluginManager) -> Registry:
@@ -100,7 +106,7 @@ def build_registry(pm: PluginManager) -> Registry:
             try:
                 impl.function(register=register)
             except Exception as exc:  # noqa: BLE001
-                registry.errors.append(f"plugin {impl.plugin_name!r}: {hook_name} failed: {exc!r}")
+                registry.errors.append(f"plugin {impl.plugin_name!r}: {hook_name} failed: {one_line(exc)}")
     return registry
 
 

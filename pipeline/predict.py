@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.defaults import default_model_path
 from pipeline.errors import ModelError
 
-FACTORIES = {"ner": "tagpipe_ner"}
+FACTORIES = {"ner": "tagpipe_ner", "tag": "tagpipe_tagger"}
 
 
 class Predictor:

@@ -1,99 +1,89 @@
-"""spaCy components backed by tagpipe models: ``nlp.add_pipe("tagpipe_ner", config={"model": PATH})``.
+"""spaCy factories backed by tagpipe models: ``tagpipe_ner`` and ``tagpipe_tagger``.
 
-The factories are exposed through the ``spacy_factories`` entry point, so spaCy finds them
-without tagpipe being imported first. A component saves its model inside the spaCy pipeline
-folder (``to_disk``) and loads it from there (``from_disk``); the ``model`` config value only
-serves the first construction, so ``spacy.load`` works after the original folder is gone.
+They are exposed through the ``spacy_factories`` entry point, so ``nlp.add_pipe("tagpipe_ner")``
+and ``spacy.load`` work without importing tagpipe first. The components live in
+``pipeline.spacy_ner`` / ``pipeline.spacy_tagger`` (shared machinery in ``pipeline.spacy_base``);
+this module only declares the factories (what they assign, their config, their score weights)
+and registers our Doc/Span/Token extensions, once, all prefixed ``tagpipe_``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
 from pathlib import Path
 from typing import Any
 
 from spacy.language import Language
-from spacy.tokens import Doc, Span
-from spacy.util import minibatch
+from spacy.tokens import Span, Token
 
-from pipeline.defaults import default_model_path
+from pipeline.spacy_base import add_requirements
+from pipeline.spacy_ner import NERComponent
+from pipeline.spacy_tagger import TokenTaggerComponent
 
-if not Span.has_extension("tagpipe_score"):
-    Span.set_extension("tagpipe_score", default=None)
-
-
-class NERComponent:
-    """Sets ``doc.ents`` from a tagpipe NER model; batches documents on the model side."""
-
-    def __init__(self, nlp: Language, name: str, model: str | None, batch_size: int, device: str,
-                 scores: bool) -> None:
-        self.name = name
-        self.model_path = model
-        self.batch_size = batch_size
-        self.device = device
-        self.scores = scores
-        self._tagger: Any = None
-
-    @property
-    def tagger(self):
-        """The loaded model, read on first use (``spacy.load`` replaces it in ``from_disk``)."""
-        if self._tagger is None:
-            from pipeline.model import Tagger
-
-            self._tagger = Tagger.load(self.model_path or default_model_path(), device=self.device)
-        return self._tagger
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(sorted({tag[2:] for tag in self.tagger.labels if tag != "O"}))
-
-    def __call__(self, doc: Doc) -> Doc:
-        self.set_annotations([doc])
-        return doc
-
-    def pipe(self, docs: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
-        for batch in minibatch(docs, size=batch_size or self.batch_size):
-            self.set_annotations(batch)
-            yield from batch
-
-    def set_annotations(self, docs: list[Doc]) -> None:
-        """Tag each sentence (or each whole doc when no sentence boundaries are set) and set ents."""
-        from corpora.schemes import tags_to_spans
-
-        segments = [(d, s.start, s.end) for d in docs for s in _segments(d)]
-        tags, probs = self.tagger.tag([[t.text for t in d[a:b]] for d, a, b in segments],
-                                      batch_size=self.batch_size, with_scores=True)
-        found: dict[int, list[Span]] = {id(d): [] for d in docs}
-        for (doc, offset, _), sent_tags, sent_probs in zip(segments, tags, probs, strict=True):
-            for start, end, label in tags_to_spans(sent_tags, self.tagger.scheme or "iob2"):
-                span = Span(doc, offset + start, offset + end, label=label)
-                if self.scores:
-                    span._.tagpipe_score = float(sum(sent_probs[start:end]) / (end - start))
-                found[id(doc)].append(span)
-        for doc in docs:
-            doc.ents = found[id(doc)]
-
-    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        self.tagger.save(Path(path))
-
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> NERComponent:
-        from pipeline.model import Tagger
-
-        self._tagger = Tagger.load(Path(path), device=self.device)
-        return self
+EXTENSIONS = ((Span, "tagpipe_score"), (Token, "tagpipe_score"))
 
 
-def _segments(doc: Doc):
-    if len(doc) and doc.has_annotation("SENT_START"):
-        return list(doc.sents)
-    return [doc[:]] if len(doc) else []
+def register_extensions() -> None:
+    """``Span._.tagpipe_score`` (entity confidence) and ``Token._.tagpipe_score`` (tag confidence)."""
+    for cls, name in EXTENSIONS:
+        if not cls.has_extension(name):
+            cls.set_extension(name, default=None)
+
+
+register_extensions()
+
+TRAINING_CONFIG: dict[str, Any] = {
+    "batch_size": 64,
+    "device": "cpu",
+    "scores": True,
+    # used by initialize()/update() when spacy train builds the model; ignored for a trained model
+    "encoder": "tagpipe.bilstm.v1",
+    "decoder": "tagpipe.crf.v1",
+    "encoder_config": {},
+    "decoder_config": {},
+    "lr": 2e-3,
+}
 
 
 @Language.factory(
     "tagpipe_ner",
-    default_config={"model": None, "batch_size": 64, "device": "cpu", "scores": True},
+    default_config={"model": None, "existing_ents": "overwrite", **TRAINING_CONFIG},
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.tagpipe_score"],
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
-def make_ner(nlp: Language, name: str, model: str | None, batch_size: int, device: str, scores: bool) -> NERComponent:
-    """The ``tagpipe_ner`` factory: ``model`` is a tagpipe model folder (default: the embedded one)."""
-    return NERComponent(nlp, name, model, batch_size, device, scores)
+def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, batch_size: int, device: str,
+             scores: bool, encoder: str, decoder: str, encoder_config: dict[str, Any], decoder_config: dict[str, Any],
+             lr: float) -> NERComponent:
+    """``model``: a tagpipe NER model folder (None: the embedded one, or what ``initialize`` trains);
+    ``existing_ents``: overwrite, merge or keep entities set by an earlier component."""
+    _declare_requirements(nlp, model)
+    return NERComponent(nlp, name, model=model, existing_ents=existing_ents, batch_size=batch_size, device=device,
+                        scores=scores, encoder=encoder, decoder=decoder, encoder_config=encoder_config,
+                        decoder_config=decoder_config, lr=lr)
+
+
+@Language.factory(
+    "tagpipe_tagger",
+    default_config={"model": None, "attr": None, **TRAINING_CONFIG},
+    assigns=["token.pos", "token.tag", "token._.tagpipe_score"],
+    default_score_weights={"pos_acc": 0.5, "tag_acc": 0.5},
+)
+def make_tagger(nlp: Language, name: str, model: str | None, attr: str | None, batch_size: int, device: str,
+                scores: bool, encoder: str, decoder: str, encoder_config: dict[str, Any],
+                decoder_config: dict[str, Any], lr: float) -> TokenTaggerComponent:
+    """``model``: a tagpipe model trained with ``--task tag``; ``attr``: "pos", "tag" or null (from the model)."""
+    _declare_requirements(nlp, model)
+    return TokenTaggerComponent(nlp, name, model=model, attr=attr, batch_size=batch_size, device=device,
+                                scores=scores, encoder=encoder, decoder=decoder, encoder_config=encoder_config,
+                                decoder_config=decoder_config, lr=lr)
+
+
+def _declare_requirements(nlp: Language, model: str | None) -> None:
+    """``meta.json`` names tagpipe (and the model's plugin distributions) for ``spacy package``;
+    done here because ``nlp.to_disk`` writes meta.json before the components save themselves."""
+    components: list[tuple[str, str]] = []
+    config_file = Path(model) / "config.json" if model else None
+    if config_file is not None and config_file.is_file():
+        config = json.loads(config_file.read_text())
+        components = [("encoder", config["encoder"]["name"]), ("decoder", config["decoder"]["name"])]
+    add_requirements(nlp.meta, components)

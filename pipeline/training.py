@@ -102,7 +102,10 @@ class Trainer:
             model = Tagger.load(self.output / CHECKPOINT_DIR, device=self.device)
             self.log(f"resuming from {self.output / CHECKPOINT_DIR} after epoch {state['epoch']}")
         else:
-            labels = span_labels(entity_types(train), "bioes") if s.task == "ner" else sorted({t for x in train_tags for t in x})
+            if s.task == "ner":
+                labels = span_labels(entity_types(train), "bioes")
+            else:
+                labels = sorted({t for x in train_tags for t in x})
             model = Tagger.build([x.tokens for x in train], labels, encoder=s.encoder, decoder=s.decoder,
                                  encoder_config=s.encoder_config, decoder_config=s.decoder_config, task=s.task,
                                  lang=s.lang, scheme="bioes" if s.task == "ner" else None).to(self.device)
@@ -152,7 +155,9 @@ class Trainer:
                 bad_epochs += 1
             if s.average:
                 top = self._keep_top(top, scores["f1"], model, s.average)
-            dev_text = f"dev F1 {scores['f1'] * 100:.2f}  best {best['f1'] * 100:.2f} (epoch {best['epoch']})" if dev else ""
+            dev_text = ""
+            if dev:
+                dev_text = f"dev F1 {scores['f1'] * 100:.2f}  best {best['f1'] * 100:.2f} (epoch {best['epoch']})"
             self.log(f"epoch {epoch}: loss {loss:.4f}  {dev_text}  {seconds:.1f} s")
             self._save_state(model, optimizer, schedule, scaler, epoch, history, best, top, rng)
         if s.average and len(top) > 1 and dev:
@@ -216,7 +221,8 @@ class Trainer:
         averaged = {}
         for name, tensor in top[0][1].items():
             stack = [snap[name] for _, snap in top]
-            averaged[name] = torch.stack(stack).float().mean(0).to(tensor.dtype) if tensor.is_floating_point() else tensor
+            mean = torch.stack(stack).float().mean(0).to(tensor.dtype) if tensor.is_floating_point() else tensor
+            averaged[name] = mean
         model.load_state_dict(averaged)
         scores = self.score(model, dev)
         self.log(f"average of the {len(top)} best checkpoints: dev F1 {scores['f1'] * 100:.2f}")
