@@ -37,6 +37,12 @@ class TagpipeGroup(click.Group):
             command = super().get_command(ctx, cmd_name)
         return command
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        cmd_name, command, rest = super().resolve_command(ctx, args)
+        if cmd_name != "plugins" and not ctx.resilient_parsing:
+            _warn_about_plugin_problems()
+        return cmd_name, command, rest
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -51,6 +57,15 @@ class TagpipeGroup(click.Group):
 @click.version_option(package_name="tagpipe", message="tagpipe %(version)s")
 def cli() -> None:
     """tagpipe: plugin-based sequence labelling (BiLSTM/BERT encoders, CRF/MEMM decoders) for spaCy."""
+
+
+def _warn_about_plugin_problems() -> None:
+    """One line on stderr when a plugin was refused; ``tagpipe plugins`` shows the details."""
+    from pipeline.plugins import get_registry
+
+    errors = get_registry().errors
+    if errors:
+        click.echo(f"warning: {len(errors)} plugin problem(s), see `tagpipe plugins`: {'; '.join(errors)}", err=True)
 
 
 def _add_builtin_commands() -> None:

@@ -43,7 +43,7 @@ def read_conll(
     path: str | Path,
     *,
     tag_column: int | None = -1,
-    scheme: str = "iob2",
+    scheme: str | None = "iob2",
     target_scheme: str | None = None,
     on_error: OnError | None = None,
 ) -> Iterator[Sentence]:
@@ -59,7 +59,7 @@ def read_conll(
     if tag_column is not None and not isinstance(tag_column, int):
         raise CorpusOptionError(f"tag_column must be a column number or None, not {tag_column!r}")
     # options are checked now, the file is opened on the first next()
-    scheme = option_scheme(scheme)
+    scheme = option_scheme(scheme) if scheme is not None else None  # None: not span tags (POS), unchecked
     target = option_scheme(target_scheme) if target_scheme else scheme
     return _read(path, tag_column, scheme, target, on_error)
 
@@ -149,7 +149,7 @@ def _sentence(
             )
         tags = columns[index]
         for offset, tag in enumerate(tags):
-            if tag not in valid:
+            if scheme is not None and tag not in valid:
                 problem = tag_problem(tag, scheme)
                 if problem is not None:
                     raise CorpusError(name, first + offset, problem)

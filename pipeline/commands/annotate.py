@@ -1,72 +1,53 @@
-"""``tagpipe annotate``: run a model over a corpus, streaming, one JSON record per document."""
+"""``tagpipe annotate``: run one or more models over a corpus, streaming (the engine is
+``pipeline.annotating``; formats are ``pipeline.sources`` and ``pipeline.outputs``)."""
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-
 import click
+
+EXISTING_ENTS = ("overwrite", "merge", "keep")
 
 
 @click.command()
-@click.argument("input_path", metavar="INPUT")
-@click.option("--model", "-m", "model_path", default=None, help="Model folder (default: the embedded model).")
-@click.option("--output", "-o", default="-", show_default=True, help="Output JSONL file (written atomically).")
-@click.option("--format", "format_", default=None, help="Input format (default: from the extension; text otherwise).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
+@click.option("--model", "-m", "models", multiple=True,
+              help="Model folder; repeat to chain models (default: the embedded model).")
+@click.option("--pipeline", "pipeline_dir", default=None, help="A saved spaCy pipeline to run before the models.")
+@click.option("--output", "-o", default="-", show_default=True,
+              help="Output file: .jsonl, .conll or .spacy (written to a partial file, renamed when complete).")
+@click.option("--output-format", type=click.Choice(["jsonl", "conll", "spacy"]), default=None,
+              help="Output format when the extension does not say (e.g. CoNLL on stdout).")
+@click.option("--format", "input_format", default=None,
+              help="Input format: text, jsonl, conll, conllu, spacy, ... (default: from each extension; text for -).")
+@click.option("--html", default=None, help="Also write displaCy entity pages: a FILE.html or a folder.")
+@click.option("--html-page-size", type=int, default=1000, show_default=True, help="Documents per HTML page.")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Documents per batch.")
+@click.option("--n-process", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--strict", is_flag=True, help="Stop at the first bad input line instead of skipping it.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def annotate(input_path: str, model_path: str | None, output: str, format_: str | None, batch_size: int,
-             device: str, strict: bool, quiet: bool) -> None:
-    """Annotate INPUT (text: one document per line; JSONL with a "text" field; '-' for stdin)."""
-    from corpora.io import atomic_write, detect_format
-    from pipeline.data import read_corpus
-    from pipeline.errors import CorpusError
-    from pipeline.predict import Predictor
+@click.option("--existing-ents", type=click.Choice(EXISTING_ENTS), default=None,
+              help="What a model does with entities already set (default: the first model overwrites, "
+                   "later ones and those after --pipeline merge).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its partial output.")
+@click.option("--strict", is_flag=True, help="Stop at the first bad input line (path:line: reason) instead of "
+                                             "skipping it.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings still show).")
+def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str | None, output: str,
+             output_format: str | None, input_format: str | None, html: str | None, html_page_size: int,
+             batch_size: int, n_process: int, threads: int, device: str, existing_ents: str | None, resume: bool,
+             strict: bool, quiet: bool) -> None:
+    """Annotate INPUT files or folders ('-' for stdin): plain text (one document per line), JSONL
+    (a "text" or "tokens" field; other fields are carried through), CoNLL, CoNLL-U or spaCy .spacy.
 
-    fmt = format_ or (detect_format(input_path) if input_path != "-" else "text")
-    predictor = Predictor.load(model_path, device=device, batch_size=batch_size)
-    skipped: list[CorpusError] = []
+    Writes one JSON record per document, {"id", "text", "tokens", "entities"}, or CoNLL / .spacy.
+    Bad lines are skipped with a warning naming them and counted in the summary (--strict: stop).
+    """
+    from pipeline.annotating import Settings, run
 
-    def on_error(error: CorpusError) -> None:
-        if strict:
-            raise error
-        skipped.append(error)
-        click.echo(f"warning: skipped {error}", err=True)
-
-    def items():
-        from spacy.tokens import Doc
-
-        for n, sentence in enumerate(read_corpus(input_path, fmt, on_error=on_error), 1):
-            doc_id = sentence.id if sentence.id is not None else (sentence.line or n)
-            if sentence.tokens and sentence.text is None:
-                content = Doc(predictor.nlp.vocab, words=sentence.tokens, spaces=sentence.spaces)
-            else:
-                content = sentence.text or ""
-            yield _as_int(doc_id), content, sentence.extra
-
-    started = time.perf_counter()
-    docs = tokens = 0
-    records = predictor.stream(items(), batch_size=batch_size)
-    bar = None
+    settings = Settings(inputs=list(inputs), input_format=input_format, models=list(models), pipeline=pipeline_dir,
+                        output=output, output_format=output_format, html=html, html_page_size=html_page_size,
+                        batch_size=batch_size, n_process=n_process, device=device, threads=threads,
+                        existing_ents=existing_ents, strict=strict, resume=resume)
+    stats = run(settings, warn=lambda message: click.echo(message, err=True), progress=not quiet)
     if not quiet:
-        from tqdm import tqdm
-
-        records = bar = tqdm(records, unit="doc", desc="annotate", file=sys.stderr, dynamic_ncols=True)
-    with atomic_write(output) as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            docs += 1
-            tokens += len(record["tokens"])
-            if bar is not None and docs % 200 == 0:
-                bar.set_postfix(tokens_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
-    if not quiet:
-        seconds = time.perf_counter() - started
-        click.echo(f"annotated {docs} documents ({tokens} tokens) in {seconds:.1f} s: {docs / seconds:.0f} docs/s, "
-                   f"{tokens / seconds:.0f} tokens/s; {len(skipped)} bad lines skipped", err=True)
-
-
-def _as_int(value):
-    return int(value) if isinstance(value, str) and value.isdigit() else value
+        click.echo(stats.summary(), err=True)
