@@ -56,6 +56,25 @@ class Encoder(nn.Module):
         """``[batch, seq, output_dim]`` features, one row per token (``seq`` = longest sentence)."""
         raise NotImplementedError
 
+    # -- optional hooks (the defaults suit an encoder trained from scratch) -------------------
+    def parameter_groups(self, lr: float, pretrained_lr: float | None = None) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: ``lr`` for weights trained from scratch, ``pretrained_lr``
+        (``None``: ``lr``) for pretrained ones (a transformer's body). Default: one group."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def enable_grad_checkpointing(self) -> bool:
+        """Recompute activations in the backward pass to save memory; False when unsupported."""
+        return False
+
+    @classmethod
+    def from_input(cls, input_dim: int, **config: Any) -> Encoder:
+        """An encoder over another encoder's features (a later stage of ``tagpipe.stack.v1``)."""
+        raise NotImplementedError(f"{cls.__name__} cannot run on another encoder's features")
+
+    def forward_features(self, inputs: Tensor, mask: Tensor) -> Tensor:
+        """Stage mode: ``[batch, seq, input_dim]`` features + ``[batch, seq]`` mask -> ``[batch, seq, output_dim]``."""
+        raise NotImplementedError
+
 
 class Decoder(nn.Module):
     """Scores tag sequences from encoder features: a loss to train, a best sequence to predict.

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corpora.schemes import check_scheme, convert, tags_to_spans
+from corpora.schemes import check_scheme, convert, is_valid, tags_to_spans
 from corpora.types import Sentence
 from pipeline.errors import CorpusError, TagpipeError
 from pipeline.plugins import get_registry
@@ -23,12 +23,21 @@ def read_corpus(path: str | Path, fmt: str, **options: Any) -> Iterator[Sentence
 
 
 def labelled_sentences(path: str | Path, fmt: str, *, task: str, scheme: str = "iob2",
-                       tag_column: int | str | None = None) -> list[Sentence]:
+                       tag_column: int | str | None = None, invalid: str = "repair",
+                       counts: dict[str, int] | None = None) -> list[Sentence]:
     """The sentences of a training/evaluation corpus, checked to carry one tag per token.
 
     For ``ner`` the tags are normalised to IOB2 (what evaluation uses); for ``tag`` they are
-    kept as read. Empty sentences are dropped.
+    kept as read. Empty sentences are dropped. NER sentences whose tags break ``scheme`` (a
+    segment cut mid-entity: ``M-PER`` after ``O``, ``B-LOC`` never closed) are repaired (read
+    leniently as spans: an orphan inside tag starts an entity, an unclosed one ends at its last
+    tag) or dropped (``invalid``); ``counts["repaired"]`` / ``counts["dropped"]`` count them.
     """
+    if invalid not in {"repair", "drop"}:
+        raise TagpipeError(f"invalid must be 'repair' or 'drop', not {invalid!r}")
+    counts = {} if counts is None else counts
+    counts.setdefault("repaired", 0)
+    counts.setdefault("dropped", 0)
     if task not in TASKS:
         raise TagpipeError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     options: dict[str, Any] = {} if tag_column is None else {"tag_column": tag_column}
@@ -42,6 +51,10 @@ def labelled_sentences(path: str | Path, fmt: str, *, task: str, scheme: str = "
             raise CorpusError(str(sentence.source or path), sentence.line or 0, "sentence has no tag for every token")
         if task == "ner":
             try:
+                if not is_valid(sentence.tags, check_scheme(scheme)):
+                    counts["dropped" if invalid == "drop" else "repaired"] += 1
+                    if invalid == "drop":
+                        continue
                 sentence.tags = convert(sentence.tags, check_scheme(scheme), "iob2")
             except ValueError as exc:
                 raise CorpusError(str(sentence.source or path), sentence.line or 0, str(exc)) from None

@@ -33,6 +33,8 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SPAN_TASKS = {"ner"}  # tasks whose tags encode spans, trained internally in BIOES
+#: spaCy tokenizer settings recorded for languages tagged per character (``spacy.blank(lang, config=...)``)
+CHARACTER_TOKENIZERS = {"zh": {"segmenter": "char"}}
 
 
 class Tagger(nn.Module):
@@ -50,6 +52,7 @@ class Tagger(nn.Module):
         lang: str = "en",
         scheme: str | None = "bioes",
         meta: dict[str, Any] | None = None,
+        tokenizer: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -62,6 +65,8 @@ class Tagger(nn.Module):
         self.lang = lang
         self.scheme = scheme
         self.meta = dict(meta or {})
+        #: settings of the spaCy tokenizer to predict with (``nlp.tokenizer`` config), e.g. Chinese per character
+        self.tokenizer = dict(tokenizer) if tokenizer else CHARACTER_TOKENIZERS.get(lang)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -144,6 +149,7 @@ class Tagger(nn.Module):
             "format_version": FORMAT_VERSION,
             "task": self.task,
             "lang": self.lang,
+            **({"tokenizer": self.tokenizer} if self.tokenizer else {}),
             "scheme": self.scheme,
             "labels": self.labels,
             "encoder": {"name": self.encoder_name, "config": self.encoder.config()},
@@ -194,7 +200,7 @@ class Tagger(nn.Module):
                               **config["decoder"]["config"])
         model = cls(encoder, decoder, encoder_name=config["encoder"]["name"], decoder_name=config["decoder"]["name"],
                     labels=labels, task=config.get("task", "ner"), lang=config.get("lang", "en"),
-                    scheme=config.get("scheme"), meta=config.get("meta"))
+                    scheme=config.get("scheme"), meta=config.get("meta"), tokenizer=config.get("tokenizer"))
         state = load_file(str(path / WEIGHTS_FILE))
         own = model.state_dict()
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}

@@ -33,7 +33,8 @@ class Predictor:
         task = config.get("task", "ner")
         if task not in FACTORIES:
             raise ModelError(f"{path}: no spaCy component serves task {task!r}")
-        nlp = spacy.blank(config.get("lang", "en"))
+        tokenizer = config.get("tokenizer")  # e.g. {"segmenter": "char"}: Chinese tagged per character
+        nlp = spacy.blank(config.get("lang", "en"), config={"nlp": {"tokenizer": tokenizer}} if tokenizer else {})
         component = nlp.add_pipe(FACTORIES[task], config={"model": str(path), "device": device,
                                                           "batch_size": batch_size})
         _ = component.tagger  # load now: errors surface here, not mid-stream

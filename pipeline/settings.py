@@ -19,6 +19,9 @@ DECODER_ALIASES = {
     "bimemm": "tagpipe.bimemm.v1",
 }
 
+OPTIMIZERS = ("adamw", "adafactor", "sgd")
+OPTIMIZER_ALIASES = {"adam": "adamw"}
+
 
 @dataclass
 class TrainSettings:
@@ -36,10 +39,13 @@ class TrainSettings:
     decoder: str = "crf"
     encoder_config: dict[str, Any] = field(default_factory=dict)
     decoder_config: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None  # a local HF model folder: sets encoder_config["pretrained"]
     epochs: int = 30
-    batch_size: int = 32
+    batch_size: int = 32  # sentences per forward pass; an optimizer step sees batch_size * accumulate
+    accumulate: int = 1  # gradient accumulation: forward/backward passes per optimizer step
     lr: float = 2e-3
-    optimizer: str = "adam"
+    encoder_lr: float | None = None  # pretrained encoder weights (a transformer); None: --lr
+    optimizer: str = "adamw"  # adamw (alias adam), adafactor or sgd
     weight_decay: float = 0.0
     warmup: float = 0.02  # fraction of all steps spent warming the learning rate up
     lr_final: float = 0.1  # learning rate at the end, as a fraction of --lr (linear decay)
@@ -50,6 +56,9 @@ class TrainSettings:
     device: str = "auto"
     threads: int | None = None
     precision: str = "fp32"
+    grad_checkpointing: bool = False  # recompute the encoder's activations in backward (less memory)
+    compile: bool = False  # torch.compile the encoder
+    invalid_tags: str = "repair"  # sentences whose gold tags break --scheme: repair or drop (NER)
     save_dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -59,6 +68,15 @@ class TrainSettings:
             raise TagpipeError("--epochs and --batch-size must be at least 1")
         if self.precision not in {"fp32", "bf16", "fp16"}:
             raise TagpipeError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        self.optimizer = OPTIMIZER_ALIASES.get(self.optimizer, self.optimizer)
+        if self.optimizer not in OPTIMIZERS:
+            raise TagpipeError(f"--optimizer must be one of {', '.join(OPTIMIZERS)} (or adam), not {self.optimizer!r}")
+        if self.accumulate < 1:
+            raise TagpipeError("--accumulate must be at least 1")
+        if self.invalid_tags not in {"repair", "drop"}:
+            raise TagpipeError(f"--invalid-tags must be repair or drop, not {self.invalid_tags!r}")
+        if self.pretrained:
+            self.encoder_config = {**self.encoder_config, "pretrained": self.pretrained}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

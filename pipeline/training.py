@@ -69,11 +69,19 @@ class Trainer:
         self.progress = progress
         self.output = Path(settings.output)
         self.device = resolve_device(settings.device)
+        self.invalid_counts: dict[str, dict[str, int]] = {}  # corpus -> {"repaired": n, "dropped": n}
 
     # -- data ----------------------------------------------------------------------------
     def _read(self, path: str) -> list[Sentence]:
         s = self.settings
-        return labelled_sentences(path, s.format, task=s.task, scheme=s.scheme, tag_column=s.tag_column)
+        counts: dict[str, int] = {}
+        sentences = labelled_sentences(path, s.format, task=s.task, scheme=s.scheme, tag_column=s.tag_column,
+                                       invalid=s.invalid_tags, counts=counts)
+        for action in ("repaired", "dropped"):
+            if counts.get(action):
+                self.log(f"{path}: {counts[action]} sentences whose tags break {s.scheme.upper()} {action}")
+        self.invalid_counts[str(path)] = counts
+        return sentences
 
     def _internal_tags(self, sentence: Sentence) -> list[str]:
         return convert(sentence.tags, "iob2", "bioes") if self.settings.task == "ner" else list(sentence.tags)
@@ -100,6 +108,7 @@ class Trainer:
         state = self._load_state() if self.resume else None
         if state is not None:
             model = Tagger.load(self.output / CHECKPOINT_DIR, device=self.device)
+            self._prepare(model)
             self.log(f"resuming from {self.output / CHECKPOINT_DIR} after epoch {state['epoch']}")
         else:
             if s.task == "ner":
@@ -109,16 +118,18 @@ class Trainer:
             model = Tagger.build([x.tokens for x in train], labels, encoder=s.encoder, decoder=s.decoder,
                                  encoder_config=s.encoder_config, decoder_config=s.decoder_config, task=s.task,
                                  lang=s.lang, scheme="bioes" if s.task == "ner" else None).to(self.device)
+        self._prepare(model)
         unknown = {t for x in train_tags for t in x} - set(model.labels)
         if unknown:
             raise TagpipeError(f"training tags not in the model's label set: {sorted(unknown)[:10]}")
         tag_ids = [[model.label_ids[t] for t in x] for x in train_tags]
-        batches_per_epoch = math.ceil(len(train) / s.batch_size)
+        step_size = s.batch_size * s.accumulate  # sentences per optimizer step
+        batches_per_epoch = math.ceil(len(train) / step_size)
         optimizer = self._optimizer(model)
         schedule = self._schedule(optimizer, batches_per_epoch * s.epochs)
         scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
         history: list[dict[str, Any]] = []
-        best = {"f1": -1.0, "epoch": 0}
+        best = {"f1": -math.inf, "epoch": 0}  # without --dev the score is -loss, which may be below -1
         top: list[tuple[float, dict[str, torch.Tensor]]] = []
         first_epoch = 1
         rng = random.Random(s.seed)
@@ -131,6 +142,8 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             first_epoch = state["epoch"] + 1
         model.meta["settings"] = s.to_dict()
+        if any(self.invalid_counts.get(str(p)) for p in (s.train, s.dev) if p):
+            model.meta["invalid_tags"] = {p: c for p, c in self.invalid_counts.items() if any(c.values())}
         self.log(f"training {s.encoder} + {s.decoder} on {len(train)} sentences ({sum(map(len, train))} tokens), "
                  f"{len(model.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
                  f"device {self.device}")
@@ -139,7 +152,7 @@ class Trainer:
             if bad_epochs >= s.patience:
                 break
             started = time.perf_counter()
-            loss = self._epoch(model, train, tag_ids, length_batches([len(x) for x in train], s.batch_size, rng),
+            loss = self._epoch(model, train, tag_ids, length_batches([len(x) for x in train], step_size, rng),
                                optimizer, schedule, scaler, epoch)
             seconds = time.perf_counter() - started
             scores = self.score(model, dev) if dev else {"f1": -loss}
@@ -172,32 +185,55 @@ class Trainer:
                     if s.precision != "fp32" else nullcontext())
         bar = _progress(batches, f"epoch {epoch}/{s.epochs}", self.progress)
         for n, batch in enumerate(bar, 1):
-            features = to_device(model.featurize([train[i].tokens for i in batch]), self.device)
-            tags = pad_tags([tag_ids[i] for i in batch]).to(self.device)
-            with autocast:
-                loss = model.loss(features, tags)
-            if not torch.isfinite(loss):
-                raise TagpipeError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr or check the data")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            batch_loss = 0.0
+            for start in range(0, len(batch), s.batch_size):  # accumulate: micro-batches of --batch-size
+                part = batch[start : start + s.batch_size]
+                features = to_device(model.featurize([train[i].tokens for i in part]), self.device)
+                tags = pad_tags([tag_ids[i] for i in part]).to(self.device)
+                with autocast:
+                    loss = model.loss(features, tags) * (len(part) / len(batch))  # the step's mean over sentences
+                if not torch.isfinite(loss):
+                    raise TagpipeError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr or check the data")
+                scaler.scale(loss).backward()
+                batch_loss += loss.item()
             if s.clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
-            total += loss.item()
+            total += batch_loss
             if hasattr(bar, "set_postfix") and n % 20 == 0:
                 bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
         return total / max(len(batches), 1)
 
-    def _optimizer(self, model: Tagger) -> torch.optim.Optimizer:
+    def _prepare(self, model: Tagger) -> None:
+        """Training-only options on a built or loaded model: grad checkpointing, torch.compile."""
         s = self.settings
-        if s.optimizer == "adam":
-            return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        if s.grad_checkpointing and not model.encoder.enable_grad_checkpointing():
+            self.log(f"--grad-checkpointing: {model.encoder_name} does not support it; ignored")
+        if s.compile:
+            model.encoder.compile(dynamic=True)  # in place: parameter names (and saved files) unchanged
+
+    def _optimizer(self, model: Tagger) -> torch.optim.Optimizer:
+        """AdamW, Adafactor or SGD over the encoder's parameter groups and the decoder (at --lr).
+
+        When every group has the same learning rate they are merged into one group, as before
+        parameter groups existed (so older checkpoints still resume)."""
+        s = self.settings
+        groups = [*model.encoder.parameter_groups(s.lr, s.encoder_lr),
+                  {"params": list(model.decoder.parameters()), "lr": s.lr}]
+        groups = [g for g in groups if g["params"]]
+        if all(set(g) == {"params", "lr"} and g["lr"] == s.lr for g in groups):
+            groups = [{"params": [p for g in groups for p in g["params"]], "lr": s.lr}]
+        if s.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
+        if s.optimizer == "adafactor":
+            return torch.optim.Adafactor(groups, lr=s.lr, weight_decay=s.weight_decay)
         if s.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
-        raise TagpipeError(f"unknown optimizer {s.optimizer!r}; expected adam or sgd")
+            return torch.optim.SGD(groups, lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
+        raise TagpipeError(f"unknown optimizer {s.optimizer!r}; expected adamw, adafactor or sgd")
 
     def _schedule(self, optimizer, total_steps: int):
         warmup = max(1, int(self.settings.warmup * total_steps))

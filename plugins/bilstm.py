@@ -236,6 +236,13 @@ class BiLSTMEncoder(Encoder):
         return cls(cfg, words, counts, chars, vectors)
 
     @classmethod
+    def from_input(cls, input_dim: int, **config: Any) -> Encoder:
+        """As a later stage of ``tagpipe.stack.v1``: a BiLSTM over the previous stage's features."""
+        from plugins.stack import ContextBiLSTM
+
+        return ContextBiLSTM.from_input(input_dim, **config)
+
+    @classmethod
     def from_assets(cls, path: Path, config: dict[str, Any]) -> BiLSTMEncoder:
         vocab = json.loads((Path(path) / "vocab.json").read_text(encoding="utf-8"))
         return cls(BiLSTMConfig.from_dict(config), vocab["words"], vocab["counts"], vocab["chars"])
@@ -317,7 +324,8 @@ class BiLSTMEncoder(Encoder):
             word_ids = word_ids.masked_fill(drop, UNK)
         words = self.word_embed(word_ids)  # shape: [B, T, word_dim]
         char_feats = words.new_zeros(batch, seq, self.char_encoder.output_dim)
-        char_feats[mask] = self.char_encoder(features["char_ids"][mask])  # only real tokens
+        # only real tokens; under autocast the char encoder may answer in bf16/fp16
+        char_feats[mask] = self.char_encoder(features["char_ids"][mask]).to(char_feats.dtype)
         x = torch.cat([words, char_feats, self.casing_embed(features["casing"])], dim=2)
         x = self._dropout(x)  # shape: [B, T, input_dim]
         packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)

@@ -9,3 +9,5 @@ from pipeline import hookimpl
 @hookimpl
 def register_encoders(register):
     register("tagpipe.bilstm.v1", "plugins.bilstm:BiLSTMEncoder")
+    register("tagpipe.bert.v1", "plugins.bert:BertEncoder")
+    register("tagpipe.stack.v1", "plugins.stack:StackEncoder")

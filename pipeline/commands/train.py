@@ -28,17 +28,29 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--lang", default="en", show_default=True, help="spaCy language of the prediction tokenizer.")
 @click.option("--encoder", default="bilstm", show_default=True, help="Encoder registry name (or bilstm / bert).")
 @click.option("--decoder", default="crf", show_default=True, help="Decoder name (or softmax/crf/memm/bimemm).")
+@click.option("--pretrained", default=None, type=click.Path(file_okay=False),
+              help="Local HuggingFace model folder for --encoder bert (sets encoder_config pretrained).")
 @click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Sentences per forward pass.")
+@click.option("--accumulate", type=int, default=1, show_default=True,
+              help="Gradient accumulation: passes per optimizer step (a step sees batch-size x N sentences).")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Learning rate (decoder, new weights).")
+@click.option("--encoder-lr", type=float, default=None,
+              help="Learning rate of pretrained encoder weights (bert); default --lr.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam", "adafactor", "sgd"]), default="adamw",
+              show_default=True, help="adam is an alias of adamw; adafactor factors second moments (less memory).")
 @click.option("--patience", type=int, default=8,
               show_default=True, help="Epochs without a better dev score before stopping.")
 @click.option("--average", type=int, default=0, show_default=True, help="Average the K best dev checkpoints.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="bf16/fp16: autocast (fp16 with gradient scaling); bf16 also works on CPU.")
+@click.option("--grad-checkpointing", is_flag=True, help="Recompute encoder activations in backward (less memory).")
+@click.option("--compile", is_flag=True, help="torch.compile the encoder.")
+@click.option("--invalid-tags", type=click.Choice(["repair", "drop"]), default="repair", show_default=True,
+              help="NER sentences whose tags break --scheme: repair (read leniently) or drop.")
 @click.option("--save-dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
               show_default=True, help="Weight dtype in the saved model.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.")
