@@ -41,7 +41,7 @@ class TrainSettings:
     decoder_config: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None  # a local HF model folder: sets encoder_config["pretrained"]
     epochs: int = 30
-    batch_size: int = 32  # sentences per forward pass; an optimizer step sees batch_size * accumulate
+    batch_size: int = 32  # sentences per forward pass; a step sees batch_size * accumulate (global under torchrun)
     accumulate: int = 1  # gradient accumulation: forward/backward passes per optimizer step
     lr: float = 2e-3
     encoder_lr: float | None = None  # pretrained encoder weights (a transformer); None: --lr

@@ -4,6 +4,9 @@ Layout of the output folder: the folder itself is always the best model so far (
 replaced atomically, so it stays loadable whatever happens), and ``checkpoint/`` holds the
 last epoch's model plus ``trainer_state.pt`` (optimizer, schedule, RNG, history) for
 ``--resume``. Nothing here imports spaCy, so training runs where only torch is installed.
+Under ``torchrun`` the same loop trains data-parallel (``pipeline/distributed.py``): each rank
+takes its slice of every global batch, gradients are summed across ranks, and rank 0 alone
+evaluates, logs and writes files.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 
 from corpora.schemes import convert
 from corpora.types import Sentence
+from pipeline import distributed
 from pipeline.data import entity_types, labelled_sentences
 from pipeline.errors import TagpipeError
 from pipeline.evaluation import entity_scores, token_accuracy
@@ -70,6 +74,8 @@ class Trainer:
         self.output = Path(settings.output)
         self.device = resolve_device(settings.device)
         self.invalid_counts: dict[str, dict[str, int]] = {}  # corpus -> {"repaired": n, "dropped": n}
+        self.dist = distributed.SINGLE  # set by run(): this process's rank under torchrun
+        self.trace: distributed.StepTrace | None = None
 
     # -- data ----------------------------------------------------------------------------
     def _read(self, path: str) -> list[Sentence]:
@@ -98,6 +104,16 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Train; under torchrun every rank calls this and all return the same result."""
+        self.dist, self.device = distributed.setup(self.device)
+        if not self.dist.is_main:
+            self.log, self.progress = (lambda _: None), False
+        self.trace = distributed.StepTrace.from_env(self.dist)
+        result = self._run()
+        distributed.teardown(self.dist)  # not after an error: torchrun stops the other ranks
+        return result
+
+    def _run(self) -> dict[str, Any]:
         s = self.settings
         if s.threads:
             torch.set_num_threads(s.threads)
@@ -108,7 +124,6 @@ class Trainer:
         state = self._load_state() if self.resume else None
         if state is not None:
             model = Tagger.load(self.output / CHECKPOINT_DIR, device=self.device)
-            self._prepare(model)
             self.log(f"resuming from {self.output / CHECKPOINT_DIR} after epoch {state['epoch']}")
         else:
             if s.task == "ner":
@@ -118,6 +133,9 @@ class Trainer:
             model = Tagger.build([x.tokens for x in train], labels, encoder=s.encoder, decoder=s.decoder,
                                  encoder_config=s.encoder_config, decoder_config=s.decoder_config, task=s.task,
                                  lang=s.lang, scheme="bioes" if s.task == "ner" else None).to(self.device)
+        if self.dist.rank:  # a dropout stream of its own per rank; rank 0 keeps the single-process one
+            torch.manual_seed(s.seed + 7919 * self.dist.rank)
+        distributed.verify_same_model(model, self.dist)
         self._prepare(model)
         unknown = {t for x in train_tags for t in x} - set(model.labels)
         if unknown:
@@ -139,14 +157,16 @@ class Trainer:
             scaler.load_state_dict(state["scaler"])
             history, best, top = state["history"], state["best"], state["top"]
             rng.setstate(state["python_rng"])
-            torch.set_rng_state(state["torch_rng"])
+            ranks = state.get("torch_rng_ranks") or []
+            torch.set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["torch_rng"])
             first_epoch = state["epoch"] + 1
         model.meta["settings"] = s.to_dict()
         if any(self.invalid_counts.get(str(p)) for p in (s.train, s.dev) if p):
             model.meta["invalid_tags"] = {p: c for p, c in self.invalid_counts.items() if any(c.values())}
+        ranks = f" x {self.dist.world_size} ranks" if self.dist.enabled else ""
         self.log(f"training {s.encoder} + {s.decoder} on {len(train)} sentences ({sum(map(len, train))} tokens), "
                  f"{len(model.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
-                 f"device {self.device}")
+                 f"device {self.device}{ranks}")
         bad_epochs = sum(1 for h in history if h["epoch"] > best["epoch"])
         for epoch in range(first_epoch, s.epochs + 1):
             if bad_epochs >= s.patience:
@@ -155,26 +175,30 @@ class Trainer:
             loss = self._epoch(model, train, tag_ids, length_batches([len(x) for x in train], step_size, rng),
                                optimizer, schedule, scaler, epoch)
             seconds = time.perf_counter() - started
-            scores = self.score(model, dev) if dev else {"f1": -loss}
-            record = {"epoch": epoch, "loss": loss, "dev_f1": scores["f1"] if dev else None, "seconds": seconds}
-            history.append(record)
-            improved = scores["f1"] > best["f1"]
-            if improved:
-                best = {"f1": scores["f1"], "epoch": epoch}
-                bad_epochs = 0
-                model.meta.update(best_dev=record, history=history)
-                model.save(self.output, dtype=_dtype(s.save_dtype))
-            else:
-                bad_epochs += 1
-            if s.average:
-                top = self._keep_top(top, scores["f1"], model, s.average)
-            dev_text = ""
-            if dev:
-                dev_text = f"dev F1 {scores['f1'] * 100:.2f}  best {best['f1'] * 100:.2f} (epoch {best['epoch']})"
-            self.log(f"epoch {epoch}: loss {loss:.4f}  {dev_text}  {seconds:.1f} s")
-            self._save_state(model, optimizer, schedule, scaler, epoch, history, best, top, rng)
-        if s.average and len(top) > 1 and dev:
+            torch_rngs = distributed.gather(torch.get_rng_state(), self.dist)
+            if self.dist.is_main:  # rank 0 alone evaluates and writes; the others wait for its decision
+                scores = self.score(model, dev) if dev else {"f1": -loss}
+                record = {"epoch": epoch, "loss": loss, "dev_f1": scores["f1"] if dev else None, "seconds": seconds}
+                history.append(record)
+                improved = scores["f1"] > best["f1"]
+                if improved:
+                    best = {"f1": scores["f1"], "epoch": epoch}
+                    bad_epochs = 0
+                    model.meta.update(best_dev=record, history=history)
+                    model.save(self.output, dtype=_dtype(s.save_dtype))
+                else:
+                    bad_epochs += 1
+                if s.average:
+                    top = self._keep_top(top, scores["f1"], model, s.average)
+                dev_text = ""
+                if dev:
+                    dev_text = f"dev F1 {scores['f1'] * 100:.2f}  best {best['f1'] * 100:.2f} (epoch {best['epoch']})"
+                self.log(f"epoch {epoch}: loss {loss:.4f}  {dev_text}  {seconds:.1f} s")
+                self._save_state(model, optimizer, schedule, scaler, epoch, history, best, top, rng, torch_rngs)
+            history, best, bad_epochs = distributed.broadcast((history, best, bad_epochs), self.dist)
+        if s.average and len(top) > 1 and dev and self.dist.is_main:
             best = self._try_average(model, top, dev, best, history)
+        best = distributed.broadcast(best, self.dist)
         return {"best": best, "history": history}
 
     def _epoch(self, model, train, tag_ids, batches, optimizer, schedule, scaler, epoch) -> float:
@@ -184,19 +208,26 @@ class Trainer:
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16)
                     if s.precision != "fp32" else nullcontext())
         bar = _progress(batches, f"epoch {epoch}/{s.epochs}", self.progress)
-        for n, batch in enumerate(bar, 1):
+        world, rank = self.dist.world_size, self.dist.rank
+        micro = math.ceil(s.batch_size / world)  # sentences per pass on one rank: --batch-size is global
+        shown = 0.0  # this rank's estimate of the mean loss, for the progress bar
+        for n, global_batch in enumerate(bar, 1):
             optimizer.zero_grad(set_to_none=True)
             batch_loss = 0.0
-            for start in range(0, len(batch), s.batch_size):  # accumulate: micro-batches of --batch-size
-                part = batch[start : start + s.batch_size]
+            batch = distributed.shard(global_batch, rank, world) if world > 1 else global_batch
+            for start in range(0, len(batch), micro):  # accumulate: passes of --batch-size / N
+                part = batch[start : start + micro]
                 features = to_device(model.featurize([train[i].tokens for i in part]), self.device)
                 tags = pad_tags([tag_ids[i] for i in part]).to(self.device)
                 with autocast:
-                    loss = model.loss(features, tags) * (len(part) / len(batch))  # the step's mean over sentences
+                    # the step's mean over the global batch (summed over passes and ranks)
+                    loss = model.loss(features, tags) * (len(part) / len(global_batch))
                 if not torch.isfinite(loss):
                     raise TagpipeError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr or check the data")
                 scaler.scale(loss).backward()
                 batch_loss += loss.item()
+            if world > 1:
+                distributed.all_reduce_gradients(model.parameters())  # before unscaling: every rank has one scale
             if s.clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
@@ -204,8 +235,13 @@ class Trainer:
             scaler.update()
             schedule.step()
             total += batch_loss
+            shown += batch_loss * len(global_batch) / max(len(batch), 1)
+            if self.trace is not None:
+                self.trace.step(model, distributed.all_reduce_sum(batch_loss, self.device) if world > 1 else batch_loss)
             if hasattr(bar, "set_postfix") and n % 20 == 0:
-                bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{shown / n:.3f}", refresh=False)
+        if world > 1:
+            total = distributed.all_reduce_sum(total, self.device)  # the epoch loss of all ranks' sentences
         return total / max(len(batches), 1)
 
     def _prepare(self, model: Tagger) -> None:
@@ -269,13 +305,15 @@ class Trainer:
         return best
 
     # -- resume --------------------------------------------------------------------------
-    def _save_state(self, model, optimizer, schedule, scaler, epoch, history, best, top, rng) -> None:
+    def _save_state(self, model, optimizer, schedule, scaler, epoch, history, best, top, rng,
+                    torch_rngs: list[torch.Tensor] | None = None) -> None:
         folder = self.output / CHECKPOINT_DIR
         model.save(folder)
         state = {
             "epoch": epoch, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(), "history": history, "best": best, "top": top,
             "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "torch_rng_ranks": torch_rngs if torch_rngs and len(torch_rngs) > 1 else None,  # one per rank
             "settings": self.settings.to_dict(),
         }
         tmp = folder / f".{STATE_FILE}.tmp"

@@ -31,7 +31,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--pretrained", default=None, type=click.Path(file_okay=False),
               help="Local HuggingFace model folder for --encoder bert (sets encoder_config pretrained).")
 @click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Sentences per forward pass.")
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Sentences per forward pass (under torchrun: the global batch, split across ranks).")
 @click.option("--accumulate", type=int, default=1, show_default=True,
               help="Gradient accumulation: passes per optimizer step (a step sees batch-size x N sentences).")
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Learning rate (decoder, new weights).")
@@ -57,8 +58,12 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, format_: str, tag_column: str | None, resume: bool, quiet: bool, **options) -> None:
-    """Train a tagger and write the best dev checkpoint to OUTPUT."""
+    """Train a tagger and write the best dev checkpoint to OUTPUT.
+
+    Under ``torchrun --nproc-per-node N`` it trains data-parallel; --batch-size stays the global
+    batch (see docs/scaling.md)."""
     from pipeline.data import parse_column
+    from pipeline.distributed import is_main
     from pipeline.training import Trainer
 
     extra = {k: v for k, v in (ctx.default_map or {}).items() if k in {"encoder_config", "decoder_config", "warmup",
@@ -67,4 +72,5 @@ def train(ctx: click.Context, format_: str, tag_column: str | None, resume: bool
     settings = TrainSettings.from_dict({**options, **extra, "format": format_, "tag_column": column})
     result = Trainer(settings, resume=resume, log=click.echo, progress=not quiet).run()
     best = result["best"]
-    click.echo(f"best dev score {best['f1'] * 100:.2f} at epoch {best['epoch']}; model in {settings.output}")
+    if is_main():
+        click.echo(f"best dev score {best['f1'] * 100:.2f} at epoch {best['epoch']}; model in {settings.output}")
