@@ -72,6 +72,8 @@ class Trainer:
         self.log = log
         self.progress = progress
         self.output = Path(settings.output)
+        self._last_dev: dict[str, str] = {}
+        self._metric = "F1" if settings.task == "ner" else "accuracy"
         self.device = resolve_device(settings.device)
         self.invalid_counts: dict[str, dict[str, int]] = {}  # corpus -> {"repaired": n, "dropped": n}
         self.dist = distributed.SINGLE  # set by run(): this process's rank under torchrun
@@ -178,6 +180,8 @@ class Trainer:
             torch_rngs = distributed.gather(torch.get_rng_state(), self.dist)
             if self.dist.is_main:  # rank 0 alone evaluates and writes; the others wait for its decision
                 scores = self.score(model, dev) if dev else {"f1": -loss}
+                if dev:  # shown in the next epoch's progress bar
+                    self._last_dev = {"dev_f1" if s.task == "ner" else "dev_acc": f"{scores['f1'] * 100:.2f}"}
                 record = {"epoch": epoch, "loss": loss, "dev_f1": scores["f1"] if dev else None, "seconds": seconds}
                 history.append(record)
                 improved = scores["f1"] > best["f1"]
@@ -192,7 +196,8 @@ class Trainer:
                     top = self._keep_top(top, scores["f1"], model, s.average)
                 dev_text = ""
                 if dev:
-                    dev_text = f"dev F1 {scores['f1'] * 100:.2f}  best {best['f1'] * 100:.2f} (epoch {best['epoch']})"
+                    dev_text = (f"dev {self._metric} {scores['f1'] * 100:.2f}  "
+                                f"best {best['f1'] * 100:.2f} (epoch {best['epoch']})")
                 self.log(f"epoch {epoch}: loss {loss:.4f}  {dev_text}  {seconds:.1f} s")
                 self._save_state(model, optimizer, schedule, scaler, epoch, history, best, top, rng, torch_rngs)
             history, best, bad_epochs = distributed.broadcast((history, best, bad_epochs), self.dist)
@@ -239,7 +244,7 @@ class Trainer:
             if self.trace is not None:
                 self.trace.step(model, distributed.all_reduce_sum(batch_loss, self.device) if world > 1 else batch_loss)
             if hasattr(bar, "set_postfix") and n % 20 == 0:
-                bar.set_postfix(loss=f"{shown / n:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{shown / n:.3f}", **self._last_dev, refresh=False)
         if world > 1:
             total = distributed.all_reduce_sum(total, self.device)  # the epoch loss of all ranks' sentences
         return total / max(len(batches), 1)
@@ -297,7 +302,7 @@ class Trainer:
             averaged[name] = mean
         model.load_state_dict(averaged)
         scores = self.score(model, dev)
-        self.log(f"average of the {len(top)} best checkpoints: dev F1 {scores['f1'] * 100:.2f}")
+        self.log(f"average of the {len(top)} best checkpoints: dev {self._metric} {scores['f1'] * 100:.2f}")
         if scores["f1"] > best["f1"]:
             best = {"f1": scores["f1"], "epoch": best["epoch"], "averaged": len(top)}
             model.meta.update(best_dev={"dev_f1": scores["f1"], "averaged": len(top)}, history=history)
