@@ -46,15 +46,18 @@ class Settings:
     device: str = "cpu"
     threads: int = 1
     existing_ents: str | None = None
+    scores: bool = True  # entity confidences (CRF marginals): --no-scores skips that pass
     strict: bool = False
     resume: bool = False
+    checkpoint_seconds: float = 1.0  # how often the resume sidecar is written
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a run and its ``--resume`` (not speed settings)."""
         absolute = [p if p == "-" else str(Path(p).resolve()) for p in self.inputs]
         return {"inputs": absolute, "input_format": self.input_format, "models": self.models,
                 "pipeline": self.pipeline, "output_format": self.output_format, "html": self.html,
-                "html_page_size": self.html_page_size, "existing_ents": self.existing_ents}
+                "html_page_size": self.html_page_size, "existing_ents": self.existing_ents,
+                "scores": self.scores}
 
 
 @dataclass
@@ -78,6 +81,8 @@ class Stats:
                 f"{self.skipped} bad lines skipped")
         if self.blank:
             line += f", {self.blank} blank lines"
+        if self.ignored_files:
+            line += f", {len(self.ignored_files)} files ignored"
         if self.resumed_from:
             line += f"; resumed after {self.resumed_from} documents"
         return line
@@ -105,7 +110,7 @@ class Reporter:
 
 
 def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str = "cpu", batch_size: int = 128,
-              existing_ents: str | None = None):
+              existing_ents: str | None = None, scores: bool = True):
     """A spaCy pipeline: ``pipeline_dir`` (or a blank tokenizer of the first model's language) plus
     one tagpipe component per model; without either, the embedded default model."""
     import spacy
@@ -127,7 +132,8 @@ def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str
         task = config.get("task", "ner")
         if task not in FACTORIES:
             raise ModelError(f"{path}: no spaCy component serves task {task!r}")
-        component_config: dict[str, Any] = {"model": str(path), "device": device, "batch_size": batch_size}
+        component_config: dict[str, Any] = {"model": str(path), "device": device, "batch_size": batch_size,
+                                            "scores": scores}
         if task == "ner":
             first = index == 0 and pipeline_dir is None
             component_config["existing_ents"] = existing_ents or ("overwrite" if first else "merge")
@@ -177,25 +183,29 @@ def run(settings: Settings, *, warn: Callable[[str], None], progress: bool = Fal
         outputs.append(HtmlOutput(settings.html, settings.html_page_size))
     if settings.resume and not all(o.resumable for o in outputs):
         raise TagpipeError("--resume needs --output FILE (stdout cannot be continued)")
-    files = input_files(settings.inputs, settings.input_format)
+    counts = Counts()
+    files = input_files(settings.inputs, settings.input_format, counts)
+    for path in counts.ignored_files:
+        warn(f"warning: ignored {path}: no input format claims its extension (use --format)")
     torch.set_num_threads(settings.threads)
     nlp = build_nlp(settings.models, settings.pipeline, device=settings.device, batch_size=settings.batch_size,
-                    existing_ents=settings.existing_ents)
+                    existing_ents=settings.existing_ents, scores=settings.scores)
     annotator = Annotator(nlp, tuple(o.encoder for o in outputs), settings.batch_size)
-    checkpoints = Checkpoints(outputs[0], outputs, settings.fingerprint())
+    checkpoints = Checkpoints(outputs[0], outputs, settings.fingerprint(), settings.checkpoint_seconds)
     state = checkpoints.load() if settings.resume else None
     if state is None:
         checkpoints.remove()  # a stale sidecar must not describe the fresh partial files
     for i, output in enumerate(outputs):
         output.open(state.offsets[i] if state else None)
 
+    bar = _progress_bar(state.docs if state else 0) if progress else None
+    if bar is not None:
+        warn = _above(bar, warn)  # a warning printed mid-bar would be glued to the bar's line
     reporter = Reporter(settings.strict, warn)
-    counts = Counts()
     stats = Stats(docs=state.docs if state else 0, tokens=state.tokens if state else 0,
                   resumed_from=state.docs if state else 0)
     items = _guard_length(_all_items(files, reporter, counts), nlp.max_length, reporter)
     batches = _batches(_skip(items, stats.docs, reporter), settings.batch_size)
-    bar = _progress_bar(stats) if progress else None
     started = time.perf_counter()
     try:
         for payloads, tokens in _annotated(annotator, batches, settings):
@@ -285,10 +295,19 @@ def _annotated(annotator: Annotator, batches: Iterator[list[Item]], settings: Se
     return parallel(annotator, batches, settings)
 
 
-def _progress_bar(stats: Stats):
+def _progress_bar(initial: int):
     import sys
 
     from tqdm import tqdm
 
-    return tqdm(unit="doc", desc="annotate", initial=stats.docs, file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5)
+    return tqdm(unit="doc", desc="annotate", initial=initial, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+
+def _above(bar: Any, warn: Callable[[str], None]) -> Callable[[str], None]:
+    """``warn`` printed above the progress bar, which is redrawn below it."""
+
+    def write(message: str) -> None:
+        with bar.external_write_mode():
+            warn(message)
+
+    return write

@@ -49,9 +49,10 @@ class Counts:
     ignored_files: list[str] = field(default_factory=list)
 
 
-def input_files(paths: list[str], fmt: str | None) -> list[tuple[str, str, str | None]]:
+def input_files(paths: list[str], fmt: str | None, counts: Counts) -> list[tuple[str, str, str | None]]:
     """``(path, format, label)`` for each input; a folder gives its files (sorted, hidden ones
-    left out); ``label`` names the file in records when several files are read, else None."""
+    left out; those of an unknown extension go to ``counts.ignored_files``); ``label`` names the
+    file in records when several files are read, else None."""
     files: list[tuple[str, str | None]] = []
     for path in paths:
         if path != STDIO and Path(path).is_dir():
@@ -65,6 +66,7 @@ def input_files(paths: list[str], fmt: str | None) -> list[tuple[str, str, str |
     for path, root in files:
         file_fmt = fmt or format_of(path, strict=root is None)
         if file_fmt is None:
+            counts.ignored_files.append(path)
             continue
         label = (os.path.relpath(path, root) if root else display_name(path)) if several else None
         out.append((path, file_fmt, label))
@@ -152,16 +154,29 @@ def _jsonl_items(path: str, on_error: Callable[[CorpusError], object], counts: C
             except RecursionError:
                 raise CorpusError(name, number, "JSON nested too deeply") from None
             sentence = sentence_from_record(record, name, number)
+            if "\\u" in line:
+                _check_surrogates(record, name, number)
+            if "" in sentence.tokens:
+                raise CorpusError(name, number, f"token {sentence.tokens.index('') + 1} is an empty string")
         except CorpusError as error:
             on_error(error)
             continue
         extra = {k: v for k, v in record.items() if k not in ("id", "text", "tokens", "spaces")}
-        if "tokens" not in record:
+        if record.get("tokens") is None:
             content: Content = sentence.text or ""
         else:
             content = (sentence.tokens, sentence.spaces)
         doc_id = record.get("id")
         yield Item(doc_id if doc_id is not None else number, content, name, number, extra)
+
+
+def _check_surrogates(record: dict[str, Any], name: str, number: int) -> None:
+    """A ``\\ud800`` escape decodes to half a character that no output could encode."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CorpusError(name, number, f"holds an unpaired surrogate \\u{ord(exc.object[exc.start]):04x}, "
+                                        "not text") from None
 
 
 def _docbin_items(path: str) -> Iterator[Item]:

@@ -117,8 +117,10 @@ class TaggerComponent:
                                                           list[list[float]]]:
         """Tag each sentence (each whole doc when no boundaries are set): segments, tags, scores."""
         segments = [(d, s.start, s.end) for d in docs for s in segments_of(d)]
-        tags, probs = self.tagger.tag([[t.text for t in d[a:b]] for d, a, b in segments],
-                                      batch_size=self.batch_size, with_scores=True)
+        sentences = [[t.text for t in d[a:b]] for d, a, b in segments]
+        if not getattr(self, "scores", True):  # marginals cost a forward-backward pass: only when asked for
+            return segments, self.tagger.tag(sentences, batch_size=self.batch_size), [[] for _ in segments]
+        tags, probs = self.tagger.tag(sentences, batch_size=self.batch_size, with_scores=True)
         return segments, tags, probs
 
     # -- serialisation -------------------------------------------------------------------

@@ -59,7 +59,8 @@ class NERComponent(TaggerComponent):
         for (doc, offset, _), sent_tags, sent_probs in zip(segments, tags, probs, strict=True):
             for start, end, label in tags_to_spans(sent_tags, self.tagger.scheme or "iob2"):
                 span = Span(doc, offset + start, offset + end, label=label)
-                scores[id(span)] = float(sum(sent_probs[start:end]) / (end - start))
+                if sent_probs:
+                    scores[id(span)] = float(sum(sent_probs[start:end]) / (end - start))
                 found[id(doc)].append(span)
         for doc in docs:
             chosen = combine(list(doc.ents), found[id(doc)], self.existing_ents)

@@ -59,14 +59,14 @@ class TokenTaggerComponent(TaggerComponent):
         segments, tags, probs = self.tag_segments(docs)
         attr = self.attr
         for (doc, offset, _), sent_tags, sent_probs in zip(segments, tags, probs, strict=True):
-            for i, (tag, prob) in enumerate(zip(sent_tags, sent_probs, strict=True)):
+            for i, tag in enumerate(sent_tags):
                 token = doc[offset + i]
                 if attr == "tag":
                     token.tag_ = tag
                 elif tag in UPOS_IDS:
                     token.pos_ = tag
-                if self.scores:
-                    token._.tagpipe_score = float(prob)
+                if sent_probs:
+                    token._.tagpipe_score = float(sent_probs[i])
 
     # -- training inside spaCy -----------------------------------------------------------
     def _gold_attr(self, examples: Sequence[Example] = ()) -> str:

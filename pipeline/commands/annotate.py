@@ -28,14 +28,17 @@ EXISTING_ENTS = ("overwrite", "merge", "keep")
 @click.option("--existing-ents", type=click.Choice(EXISTING_ENTS), default=None,
               help="What a model does with entities already set (default: the first model overwrites, "
                    "later ones and those after --pipeline merge).")
+@click.option("--scores/--no-scores", default=True, show_default=True,
+              help="Entity confidences (CRF marginals by forward-backward); --no-scores is faster.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its partial output.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input line (path:line: reason) instead of "
                                              "skipping it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings still show).")
+@click.option("--checkpoint-seconds", type=float, default=1.0, hidden=True)
 def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str | None, output: str,
              output_format: str | None, input_format: str | None, html: str | None, html_page_size: int,
-             batch_size: int, n_process: int, threads: int, device: str, existing_ents: str | None, resume: bool,
-             strict: bool, quiet: bool) -> None:
+             batch_size: int, n_process: int, threads: int, device: str, existing_ents: str | None, scores: bool,
+             resume: bool, strict: bool, quiet: bool, checkpoint_seconds: float) -> None:
     """Annotate INPUT files or folders ('-' for stdin): plain text (one document per line), JSONL
     (a "text" or "tokens" field; other fields are carried through), CoNLL, CoNLL-U or spaCy .spacy.
 
@@ -47,7 +50,8 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
     settings = Settings(inputs=list(inputs), input_format=input_format, models=list(models), pipeline=pipeline_dir,
                         output=output, output_format=output_format, html=html, html_page_size=html_page_size,
                         batch_size=batch_size, n_process=n_process, device=device, threads=threads,
-                        existing_ents=existing_ents, strict=strict, resume=resume)
+                        existing_ents=existing_ents, scores=scores, strict=strict, resume=resume,
+                        checkpoint_seconds=checkpoint_seconds)
     stats = run(settings, warn=lambda message: click.echo(message, err=True), progress=not quiet)
     if not quiet:
         click.echo(stats.summary(), err=True)
