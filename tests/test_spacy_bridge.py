@@ -71,3 +71,15 @@ def test_predictor_records_match_annotate_schema(tiny_ner_model):
     assert first["tokens"][:2] == ["Angela", "Merkel"]
     assert {"start": 0, "end": 13, "label": "PER", "text": "Angela Merkel"}.items() <= first["entities"][0].items()
     assert records[1]["tokens"] == [] and records[1]["entities"] == []
+
+
+def test_scores_off_gives_the_same_entities_without_confidences(tiny_ner_model):
+    import pipeline.spacy_bridge  # noqa: F401
+
+    with_scores, without = spacy.blank("en"), spacy.blank("en")
+    with_scores.add_pipe("tagpipe_ner", config={"model": str(tiny_ner_model)})
+    without.add_pipe("tagpipe_ner", config={"model": str(tiny_ner_model), "scores": False})
+    a, b = with_scores(SENTENCES[0]), without(SENTENCES[0])
+    assert [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
+    assert all(e._.tagpipe_score is not None for e in a.ents)
+    assert all(e._.tagpipe_score is None for e in b.ents)
