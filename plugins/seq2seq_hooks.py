@@ -1,0 +1,18 @@
+"""The seq2seq plugin: adds ``tagpipe generate`` and ``tagpipe seq2seq-train``.
+
+Its spaCy component (``tagpipe_seq2seq``) comes through the ``spacy_factories`` entry point to
+:mod:`plugins.seq2seq_spacy`, not through a hook.
+"""
+
+from __future__ import annotations
+
+from pipeline import hookimpl
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    # seq2seq_cli imports only click; torch and transformers wait for the commands to run
+    from plugins.seq2seq_cli import generate, seq2seq_train
+
+    cli.add_command(generate)
+    cli.add_command(seq2seq_train)

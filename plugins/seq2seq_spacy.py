@@ -1,0 +1,154 @@
+"""spaCy component ``tagpipe_seq2seq``: writes a generated text to ``doc._.tagpipe_generated``.
+
+The source is ``doc.text``. The model (a folder from ``tagpipe seq2seq-train``) is read lazily on
+the first document; ``nlp.to_disk`` stores it inside the pipeline folder, ``to_bytes`` as a
+msgpack dict of that folder's files (as :mod:`pipeline.spacy_base` does for taggers), so a
+saved pipeline loads without the original folder. Found by spaCy through the
+``spacy_factories`` entry point::
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tagpipe_seq2seq", config={"model": "/models/webnlg-d2t", "strategy": "beam"})
+    nlp("The Eagle | eatType | coffee shop")._.tagpipe_generated
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import srsly
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.util import minibatch
+
+from pipeline.errors import ModelError
+
+BYTES_VERSION = 1
+EXTENSION = "tagpipe_generated"
+DECODING_CONFIG: dict[str, Any] = {
+    "strategy": "greedy", "num_beams": 4, "length_penalty": 1.0, "top_k": 0, "top_p": 1.0,
+    "temperature": 1.0, "seed": 0, "max_length": None,
+}
+
+
+def register_extensions() -> None:
+    """``Doc._.tagpipe_generated``: the text generated from the doc (None until the component ran)."""
+    if not Doc.has_extension(EXTENSION):
+        Doc.set_extension(EXTENSION, default=None)
+
+
+register_extensions()
+
+
+class Seq2SeqComponent:
+    """Runs a :class:`plugins.seq2seq.Seq2SeqModel` on ``doc.text`` in batches."""
+
+    #: spaCy inspects ``proc.model`` for thinc models (``hasattr`` would load ours): ours is ``seq2seq``
+    model = None
+
+    def __init__(self, name: str, *, model: str | None, batch_size: int = 16, device: str = "cpu",
+                 **decoding: Any) -> None:
+        from plugins.generation import STRATEGIES
+
+        if decoding.get("strategy", "greedy") not in STRATEGIES:
+            raise ValueError(f"{name}: strategy must be one of {STRATEGIES}, not {decoding['strategy']!r}")
+        self.name = name
+        self.model_path = model
+        self.batch_size = batch_size
+        self.device = device
+        self.decoding = {**DECODING_CONFIG, **decoding}
+        self._model: Any = None
+        register_extensions()
+
+    @property
+    def seq2seq(self):
+        """The loaded seq2seq model, read on first use."""
+        if self._model is None:
+            from plugins.seq2seq import Seq2SeqModel
+
+            if self.model_path is None:
+                raise ModelError(f"{self.name}: no model; pass config={{'model': PATH}} (tagpipe seq2seq-train)")
+            self._model = Seq2SeqModel.load(self.model_path, device=self.device)
+        return self._model
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_annotations([doc])
+        return doc
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
+        for batch in minibatch(docs, size=batch_size or self.batch_size):
+            self.set_annotations(batch)
+            yield from batch
+
+    def set_annotations(self, docs: list[Doc]) -> None:
+        texts = self.seq2seq.generate([d.text for d in docs], batch_size=self.batch_size, **self.decoding)
+        for doc, text in zip(docs, texts, strict=True):
+            doc._.set(EXTENSION, text)
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        self.seq2seq.save(Path(path))
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> Seq2SeqComponent:
+        from plugins.seq2seq import Seq2SeqModel
+
+        self._model = Seq2SeqModel.load(Path(path), device=self.device)
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        tmp = Path(tempfile.mkdtemp(prefix="tagpipe-seq2seq-"))
+        try:
+            self.seq2seq.save(tmp)
+            files = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in sorted(tmp.rglob("*")) if p.is_file()}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": files})
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> Seq2SeqComponent:
+        from plugins.seq2seq import Seq2SeqModel
+
+        msg = srsly.msgpack_loads(data)
+        if msg.get("version") != BYTES_VERSION:
+            raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
+        tmp = Path(tempfile.mkdtemp(prefix="tagpipe-seq2seq-"))
+        try:
+            for name, content in msg["model"].items():
+                target = tmp / name
+                if tmp.resolve() not in target.resolve().parents:
+                    raise ModelError(f"serialised model file {name!r} points outside its folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            self._model = Seq2SeqModel.load(tmp, device=self.device)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self
+
+    def __reduce__(self):
+        # Pickled with the weights: a spawned nlp.pipe worker rebuilds us once, without disk reads.
+        kwargs = {"model": self.model_path, "batch_size": self.batch_size, "device": self.device, **self.decoding}
+        return (_rebuild, (self.name, kwargs, self.to_bytes()))
+
+
+def _rebuild(name: str, kwargs: dict[str, Any], data: bytes) -> Seq2SeqComponent:
+    return Seq2SeqComponent(name, **kwargs).from_bytes(data)
+
+
+@Language.factory(
+    "tagpipe_seq2seq",
+    default_config={"model": None, "batch_size": 16, "device": "cpu", **DECODING_CONFIG},
+    assigns=[f"doc._.{EXTENSION}"],
+)
+def make_seq2seq(nlp: Language, name: str, model: str | None, batch_size: int, device: str, strategy: str,
+                 num_beams: int, length_penalty: float, top_k: int, top_p: float, temperature: float, seed: int,
+                 max_length: int | None) -> Seq2SeqComponent:
+    """``model``: a tagpipe seq2seq folder; the rest choose the decoding (``docs/seq2seq.md``)."""
+    return Seq2SeqComponent(name, model=model, batch_size=batch_size, device=device, strategy=strategy,
+                            num_beams=num_beams, length_penalty=length_penalty, top_k=top_k, top_p=top_p,
+                            temperature=temperature, seed=seed, max_length=max_length)

@@ -1,0 +1,24 @@
+"""The relation-triple plugin: the ``webnlg`` corpus format and ``tagpipe triples-train`` /
+``tagpipe triples-evaluate``.
+
+Its spaCy component (``tagpipe_triples``) comes through the ``spacy_factories`` entry point to
+:mod:`plugins.triples_spacy`, not through a hook. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+from pipeline import hookimpl
+
+
+@hookimpl
+def register_formats(register) -> None:
+    register("webnlg", "corpora.webnlg:WebNLGFormat")
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    # triples_train imports only click at module level; torch waits for the commands to run
+    from plugins.triples_train import triples_evaluate, triples_train
+
+    cli.add_command(triples_train)
+    cli.add_command(triples_evaluate)

@@ -1,0 +1,138 @@
+"""``tagpipe_triples``: relation triples from a tagpipe triples model, on ``Doc._.tagpipe_triples``.
+
+``doc._.tagpipe_triples`` is a list of ``(subject Span, relation, object Span)``; each sentence
+is run separately when sentence boundaries are set, else the whole doc. The model is read
+lazily (``add_pipe`` stays cheap), saved as its model folder inside the pipeline folder
+(``to_disk``) or as a msgpack dict of that folder's files (``to_bytes``). The factory comes
+through the ``spacy_factories`` entry point (importing this module also registers it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import srsly
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.util import minibatch
+
+from pipeline.errors import ModelError
+from pipeline.spacy_base import segments_of
+
+BYTES_VERSION = 1
+EXTENSION = "tagpipe_triples"
+
+
+def register_extension() -> None:
+    """``Doc._.tagpipe_triples``: ``None`` until the component runs, then a list of triples."""
+    if not Doc.has_extension(EXTENSION):
+        Doc.set_extension(EXTENSION, default=None)
+
+
+register_extension()
+
+
+class TriplesComponent:
+    """Runs a :class:`plugins.triples.TripleModel` over each doc's sentences."""
+
+    def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 32,
+                 device: str = "cpu", threshold: float = 0.0) -> None:
+        self.name = name
+        self.model_path = model
+        self.batch_size = batch_size
+        self.device = device
+        self.threshold = threshold
+        self._model: Any = None
+
+    @property
+    def model(self):
+        """The loaded :class:`~plugins.triples.TripleModel`, read on first use."""
+        if self._model is None:
+            from plugins.triples import TripleModel
+
+            if self.model_path is None:
+                raise ModelError(f"{self.name}: no model; pass config={{'model': PATH}} (a folder written by "
+                                 "`tagpipe triples-train`)")
+            self._model = TripleModel.load(self.model_path, device=self.device)
+        return self._model
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The relations the model predicts."""
+        return tuple(self.model.relations)
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_annotations([doc])
+        return doc
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
+        for batch in minibatch(docs, size=batch_size or self.batch_size):
+            self.set_annotations(batch)
+            yield from batch
+
+    def set_annotations(self, docs: list[Doc]) -> None:
+        segments = [(doc, span) for doc in docs for span in segments_of(doc)]
+        found = self.model.predict([[t.text for t in span] for _, span in segments], batch_size=self.batch_size,
+                                   threshold=self.threshold)
+        out: dict[int, list[tuple[Span, str, Span]]] = {id(d): [] for d in docs}
+        for (doc, span), triples in zip(segments, found, strict=True):
+            offset = span.start
+            for t in triples:
+                out[id(doc)].append((Span(doc, offset + t.s_start, offset + t.s_end), t.relation,
+                                     Span(doc, offset + t.o_start, offset + t.o_end)))
+        for doc in docs:
+            doc._.set(EXTENSION, out[id(doc)])
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        self.model.save(Path(path))
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> TriplesComponent:
+        from plugins.triples import TripleModel
+
+        self._model = TripleModel.load(Path(path), device=self.device)
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        from pipeline.spacy_base import model_to_files
+
+        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": model_to_files(self.model)})
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> TriplesComponent:
+        import shutil
+        import tempfile
+
+        msg = srsly.msgpack_loads(data)
+        if msg.get("version") != BYTES_VERSION:
+            raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
+        from plugins.triples import TripleModel
+
+        tmp = Path(tempfile.mkdtemp(prefix="tagpipe-triples-"))
+        try:
+            for name, content in msg["model"].items():
+                target = tmp / name
+                if tmp.resolve() not in target.resolve().parents:
+                    raise ModelError(f"serialised model file {name!r} points outside its folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            self._model = TripleModel.load(tmp, device=self.device)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self
+
+
+@Language.factory(
+    "tagpipe_triples",
+    default_config={"model": None, "batch_size": 32, "device": "cpu", "threshold": 0.0},
+    assigns=["doc._.tagpipe_triples"],
+)
+def make_triples(nlp: Language, name: str, model: str | None, batch_size: int, device: str,
+                 threshold: float) -> TriplesComponent:
+    """``model``: a folder written by ``tagpipe triples-train``; ``threshold``: on the heads' logits."""
+    return TriplesComponent(nlp, name, model=model, batch_size=batch_size, device=device, threshold=threshold)

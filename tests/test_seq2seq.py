@@ -1,0 +1,230 @@
+"""UniLM seq2seq: the mask, training, cached decoding, save/load, the spaCy component and the CLI.
+
+Everything runs on the session's tiny random BERT (hidden 32, 2 layers), on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from pipeline.errors import ModelError
+from plugins.generation import generate
+from plugins.seq2seq import Packed, Seq2SeqModel, unilm_mask
+
+SOURCES = ["the cat sat on the mat", "a dog ran home", "big green house", "the small dog was happy"]
+COPY = [{"source": s, "target": s} for s in SOURCES]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bert_dir) -> Seq2SeqModel:
+    """A tiny seq2seq model, briefly trained to copy (read-only in tests)."""
+    torch.manual_seed(0)
+    m = Seq2SeqModel.from_pretrained(tiny_bert_dir, max_source_length=24, max_target_length=12)
+    optimizer = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for _ in range(10):
+        loss = m.loss(SOURCES, SOURCES)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return m.eval()
+
+
+def test_mask_is_bidirectional_on_the_source_and_causal_on_the_target():
+    # row 0: 3 source tokens + 1 source pad, 3 target tokens; row 1: 4 source, 2 target + 1 pad
+    segment = torch.tensor([[0, 0, 0, 0, 1, 1, 1]] * 2)
+    valid = torch.tensor([[1, 1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    mask = unilm_mask(segment, valid)
+    assert mask.shape == (2, 1, 7, 7)
+    for b in range(2):
+        for i in range(7):
+            for j in range(7):
+                seen = bool(valid[b, j]) and (segment[b, j] == 0 or (segment[b, i] == 1 and j <= i))
+                seen = seen or i == j  # padding rows see themselves, nothing else changes
+                expected = 0.0 if seen else torch.finfo(torch.float32).min
+                assert mask[b, 0, i, j].item() == expected, (b, i, j)
+    # spelled out for row 0: a source token sees no target, a target token no later target
+    allowed = (mask[0, 0] == 0).int().tolist()
+    assert allowed[0] == [1, 1, 1, 0, 0, 0, 0]
+    assert allowed[4] == [1, 1, 1, 0, 1, 0, 0]
+    assert allowed[6] == [1, 1, 1, 0, 1, 1, 1]
+
+
+def test_own_layers_match_the_hf_forward_on_a_source(tiny_bert_dir):
+    m = Seq2SeqModel.from_pretrained(tiny_bert_dir, max_source_length=24, max_target_length=12).eval()
+    ids = m.encode_sources(SOURCES[:2])
+    packed = m.pack(ids, [[], []])
+    hidden = m.embed(packed.input_ids, packed.segment_ids, packed.position_ids)
+    hidden, _ = m.run_layers(hidden, unilm_mask(packed.segment_ids, packed.valid))
+    reference = m.mlm(input_ids=packed.input_ids, attention_mask=packed.valid.long()).logits
+    assert torch.allclose(m.lm_logits(hidden)[packed.valid], reference[packed.valid], atol=1e-5)
+
+
+def test_lm_head_is_tied_to_the_word_embeddings(model):
+    assert model.mlm.cls.predictions.decoder.weight is model.mlm.bert.embeddings.word_embeddings.weight
+
+
+def test_a_few_steps_reduce_the_copy_loss(tiny_bert_dir):
+    torch.manual_seed(0)
+    m = Seq2SeqModel.from_pretrained(tiny_bert_dir, max_source_length=24, max_target_length=12)
+    optimizer = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = m.loss(SOURCES, SOURCES)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_loss_ignores_the_source_and_padding(model):
+    ids = model.encode_targets(["the cat", "a dog ran home"])
+    packed: Packed = model.pack(model.encode_sources(["x", "y"]), [[model.bos_id, *t] for t in ids])
+    assert packed.segment_ids[:, packed.source_width :].eq(1).all()
+    assert packed.valid[0, packed.source_width :].tolist() == [True] * 3 + [False] * 2
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_cached_and_uncached_decoding_agree(model, strategy):
+    options = dict(strategy=strategy, num_beams=3, top_k=20, top_p=0.9, seed=7, batch_size=3)
+    cached = generate(model, SOURCES, use_cache=True, **options)
+    uncached = generate(model, SOURCES, use_cache=False, **options)
+    assert cached == uncached
+    assert all(len(row) <= model.cfg.max_target_length for row in cached)
+
+
+def test_cached_steps_give_the_uncached_logits(model):
+    from plugins.generation import CachedStepper, UncachedStepper
+
+    ids = model.encode_sources(SOURCES)  # sources of different lengths: padding inside the rows
+    cached, uncached = CachedStepper(model, ids), UncachedStepper(model, ids)
+    with torch.inference_mode():
+        assert torch.allclose(cached.start(), uncached.start(), atol=1e-5)
+        for token in (10, 11, 12, 13):
+            tokens = torch.full((len(ids),), token)
+            assert torch.allclose(cached.step(tokens), uncached.step(tokens), atol=1e-5)
+        order = torch.tensor([2, 2, 0, 1])  # beam search reorders rows
+        cached.reorder(order)
+        uncached.reorder(order)
+        tokens = torch.tensor([5, 6, 7, 8])
+        assert torch.allclose(cached.step(tokens), uncached.step(tokens), atol=1e-5)
+
+
+def test_one_beam_without_length_penalty_is_greedy(model):
+    greedy = generate(model, SOURCES, strategy="greedy")
+    assert generate(model, SOURCES, strategy="beam", num_beams=1, length_penalty=0.0) == greedy
+
+
+def test_min_length_and_sampling_seed(model):
+    rows = generate(model, SOURCES[:2], strategy="greedy", min_length=5, max_length=5)
+    assert [len(r) for r in rows] == [5, 5]
+    a = generate(model, SOURCES, strategy="sample", seed=1)
+    assert a == generate(model, SOURCES, strategy="sample", seed=1)
+
+
+def test_save_load_round_trip_generates_the_same(model, tmp_path):
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["task"] == "seq2seq" and config["format_version"] == 1
+    assert (tmp_path / "m" / "transformer" / "tokenizer.json").is_file()
+    loaded = Seq2SeqModel.load(tmp_path / "m")
+    for strategy in ("greedy", "beam"):
+        assert loaded.generate(SOURCES, strategy=strategy) == model.generate(SOURCES, strategy=strategy)
+
+
+def test_loading_errors_are_model_errors(tmp_path, model):
+    with pytest.raises(ModelError, match="not a folder"):
+        Seq2SeqModel.from_pretrained(tmp_path / "missing")
+    with pytest.raises(ModelError, match="no config.json"):
+        Seq2SeqModel.load(tmp_path)
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "task": "ner"}))
+    with pytest.raises(ModelError, match="task 'ner'"):
+        Seq2SeqModel.load(tmp_path / "m")
+
+
+def test_spacy_component_sets_the_extension_and_survives_to_disk(model, tmp_path):
+    import spacy
+
+    import plugins.seq2seq_spacy  # noqa: F401 - registers the factory in a source checkout
+
+    model.save(tmp_path / "model")
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("tagpipe_seq2seq", config={"model": str(tmp_path / "model")})
+    assert not component.is_loaded
+    docs = list(nlp.pipe(SOURCES[:2]))
+    expected = model.generate(SOURCES[:2])
+    assert [d._.tagpipe_generated for d in docs] == expected
+    nlp.to_disk(tmp_path / "pipeline")
+    reloaded = spacy.load(tmp_path / "pipeline")
+    assert reloaded(SOURCES[0])._.tagpipe_generated == expected[0]
+    copy = spacy.blank("en").add_pipe("tagpipe_seq2seq", config={"model": None})
+    copy.from_bytes(component.to_bytes())
+    assert copy.seq2seq.generate(SOURCES[:1]) == expected[:1]
+    clone = pickle.loads(pickle.dumps(component))  # nlp.pipe(n_process=2) ships components this way
+    assert clone.is_loaded and clone(nlp.make_doc(SOURCES[1]))._.tagpipe_generated == expected[1]
+
+
+def test_cli_generate_and_train(model, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    model.save(tmp_path / "m")
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in COPY[:2]))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["generate", str(data), "--model", str(tmp_path / "m"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["generated"] for r in rows] == model.generate(SOURCES[:2])
+    assert rows[0]["target"] == SOURCES[0]  # input fields are kept
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"source": "a"}\n{"text": 1}\n')
+    result = CliRunner().invoke(cli, ["generate", str(bad), "--model", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "bad.jsonl:2" in result.output
+
+
+def test_cli_seq2seq_train(tiny_bert_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in COPY))
+    result = CliRunner().invoke(cli, ["seq2seq-train", "--train", str(data), "--dev", str(data), "--pretrained",
+                                      str(tiny_bert_dir), "-o", str(tmp_path / "m"), "--epochs", "2",
+                                      "--batch-size", "2", "--lr", "1e-3", "--max-source-length", "24",
+                                      "--max-target-length", "12", "-q"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())["meta"]
+    assert len(meta["train_loss"]) == meta["epochs"] and meta["dev_loss"]
+    assert Seq2SeqModel.load(tmp_path / "m").generate(SOURCES[:1], max_length=4)
+
+
+def test_plugin_and_factory_are_declared_in_setup_cfg():
+    import configparser
+    from pathlib import Path
+
+    from pipeline.plugins import BUILTIN_PLUGINS
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    entry_points = config["options.entry_points"]
+    assert "seq2seq = plugins.seq2seq_hooks" in entry_points["tagpipe"]
+    assert "tagpipe_seq2seq = plugins.seq2seq_spacy:make_seq2seq" in entry_points["spacy_factories"]
+    assert BUILTIN_PLUGINS["seq2seq"] == "plugins.seq2seq_hooks"

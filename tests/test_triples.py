@@ -1,0 +1,269 @@
+"""Relation triples: the ZLPR loss, both decoders on oracle scores, training, saving, spaCy, WebNLG, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from plugins.triple_heads import NEG, GPLinkerHead, PointerHead, Triple, gplinker_decode, pointer_decode, zlpr_loss
+from tests.conftest import shared_path
+
+RELATIONS = ["r0", "r1", "r2"]
+#: overlapping triples over 8 words: one subject in three triples, the pair (0-1, 3) in two
+#: relations, and the entity 5-6 both an object and a subject
+OVERLAPPING = [Triple(0, 1, 0, 3, 3), Triple(0, 1, 1, 3, 3), Triple(0, 1, 2, 5, 6), Triple(5, 6, 0, 7, 7)]
+SENTENCE = "the cat sat on the mat and the dog ran home".split()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def brute_zlpr(scores: list[float], labels: list[int]) -> float:
+    neg = sum(math.exp(s) for s, y in zip(scores, labels, strict=True) if not y)
+    pos = sum(math.exp(-s) for s, y in zip(scores, labels, strict=True) if y)
+    return math.log(1 + neg) + math.log(1 + pos)
+
+
+def test_zlpr_equals_brute_force():
+    torch.manual_seed(0)
+    scores = torch.randn(4, 7, dtype=torch.float64) * 3
+    labels = (torch.rand(4, 7) < 0.3).long()
+    labels[0] = 0  # no positive
+    labels[1] = 1  # no negative
+    got = zlpr_loss(scores, labels)
+    want = [brute_zlpr(scores[i].tolist(), labels[i].tolist()) for i in range(4)]
+    assert torch.allclose(got, torch.tensor(want, dtype=torch.float64), atol=1e-9)
+
+
+def test_zlpr_ignores_masked_positions():
+    scores, labels = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[1, 0, 0]])
+    masked = torch.cat([scores, torch.full((1, 2), NEG)], dim=1)
+    assert torch.allclose(zlpr_loss(masked, torch.cat([labels, torch.zeros(1, 2, dtype=torch.long)], 1)),
+                          zlpr_loss(scores, labels))
+
+
+def test_pointer_decode_recovers_overlapping_triples_from_oracle_scores():
+    width, big = 8, 10.0
+    start, end = torch.full((width,), -big), torch.full((width,), -big)
+    for t in OVERLAPPING:
+        start[t.s_start], end[t.s_end] = big, big
+
+    def objects(spans):
+        out = torch.full((len(spans), width, len(RELATIONS), 2), -big)
+        for n, (s0, s1) in enumerate(spans):
+            for t in OVERLAPPING:
+                if (t.s_start, t.s_end) == (s0, s1):
+                    out[n, t.o_start, t.relation, 0] = big
+                    out[n, t.o_end, t.relation, 1] = big
+        return out
+
+    assert pointer_decode(start, end, objects) == sorted(OVERLAPPING)
+
+
+def test_gplinker_decode_recovers_overlapping_triples_from_oracle_scores():
+    width, rels = 8, len(RELATIONS)
+    entity, head, tail = torch.full((2, width, width), -5.0), torch.full((rels, width, width), -5.0), \
+        torch.full((rels, width, width), -5.0)
+    for t in OVERLAPPING:
+        entity[0, t.s_start, t.s_end] = entity[1, t.o_start, t.o_end] = 5.0
+        head[t.relation, t.s_start, t.o_start] = tail[t.relation, t.s_end, t.o_end] = 5.0
+    assert gplinker_decode(entity, head, tail) == sorted(OVERLAPPING)
+
+
+@pytest.mark.parametrize("head", [PointerHead(16, 3), GPLinkerHead(16, 3, size=8),
+                                  GPLinkerHead(16, 3, size=8, efficient=True)], ids=["pointer", "gp", "egp"])
+def test_heads_shapes_and_finite_loss(head):
+    words, mask = torch.randn(2, 8, 16), torch.tensor([[True] * 8, [True] * 5 + [False] * 3])
+    loss = head.loss(words, mask, [OVERLAPPING, [Triple(0, 0, 1, 2, 4)]])
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    assert len(head.decode(words, [8, 5])) == 2
+
+
+# -- the model -----------------------------------------------------------------------------------
+def webnlg_slice(n: int):
+    from corpora.webnlg import read_webnlg
+
+    return [s for _, s in zip(range(n), read_webnlg(shared_path("webnlg", "train.json")), strict=False)]
+
+
+@pytest.mark.parametrize("head", ["pointer", "gplinker"])
+def test_a_few_steps_on_webnlg_reduce_the_loss(tiny_bert_dir, head):
+    from plugins.triples import TripleModel
+    from plugins.triples_train import gold_triples
+
+    sentences = webnlg_slice(20)
+    relations = sorted({t[2] for s in sentences for t in s.extra["triples"]})
+    torch.manual_seed(0)
+    model = TripleModel.build(tiny_bert_dir, relations, head, {"size": 16} if head == "gplinker" else {})
+    features = model.featurize([s.tokens for s in sentences])
+    gold = [gold_triples(s) for s in sentences]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(12):
+        loss = model.loss(features, gold)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.fixture(scope="module")
+def saved_models(tiny_bert_dir, tmp_path_factory):
+    """Untrained tiny models of each head, saved: ``{head: folder}``."""
+    from plugins.triples import TripleModel
+
+    out = {}
+    for head, config in (("pointer", {}), ("gplinker", {"size": 8, "efficient": True})):
+        torch.manual_seed(1)
+        folder = tmp_path_factory.mktemp(f"triples-{head}")
+        TripleModel.build(tiny_bert_dir, RELATIONS, head, config).save(folder)
+        out[head] = folder
+    return out
+
+
+@pytest.mark.parametrize("head", ["pointer", "gplinker"])
+def test_save_load_round_trip_gives_identical_predictions(saved_models, tmp_path, head):
+    from plugins.triples import TripleModel, read_config
+
+    model = TripleModel.load(saved_models[head])
+    model.save(tmp_path / "again")
+    again = TripleModel.load(tmp_path / "again")
+    assert read_config(tmp_path / "again")["task"] == "triples"
+    assert (tmp_path / "again" / "encoder" / "tokenizer.json").is_file()
+    sentences = [SENTENCE, SENTENCE[:4]]
+    features = model.featurize(sentences)
+    words, mask = model.words(features)
+    words2, _ = again.words(features)
+    assert torch.equal(words, words2)
+    for threshold in (0.0, -2.0):
+        assert model.predict(sentences, threshold=threshold) == again.predict(sentences, threshold=threshold)
+
+
+def test_load_refuses_another_task(saved_models, tmp_path):
+    import shutil
+
+    from pipeline.errors import ModelError
+    from plugins.triples import TripleModel
+
+    shutil.copytree(saved_models["pointer"], tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "task": "ner"}))
+    with pytest.raises(ModelError, match="task 'ner'"):
+        TripleModel.load(tmp_path / "m")
+
+
+def test_spacy_component_sets_triples_and_survives_to_disk(saved_models, tmp_path):
+    import spacy
+
+    import plugins.triples_spacy  # noqa: F401 - registers the factory without the entry point
+
+    nlp = spacy.blank("en")
+    # a low threshold makes the untrained model predict triples, so spans are really built
+    nlp.add_pipe("tagpipe_triples", config={"model": str(saved_models["pointer"]), "threshold": -1e6})
+    doc = nlp("the cat sat on the mat")
+    triples = doc._.tagpipe_triples
+    assert triples and all(s.doc is doc and o.doc is doc and r in RELATIONS for s, r, o in triples)
+
+    def plain(d):
+        return [(s.start, s.end, r, o.start, o.end) for s, r, o in d._.tagpipe_triples]
+
+    nlp.to_disk(tmp_path / "pipe")
+    loaded = spacy.load(tmp_path / "pipe")
+    assert plain(loaded("the cat sat on the mat")) == plain(doc)
+    component = loaded.get_pipe("tagpipe_triples")
+    copy = type(component)(None, "copy", model=None, threshold=-1e6).from_bytes(component.to_bytes())
+    assert plain(copy(nlp.make_doc("the cat sat on the mat"))) == plain(doc)
+
+
+# -- WebNLG and the CLI -------------------------------------------------------------------------------
+@pytest.mark.parametrize("split,sentences,triples", [("train", 5019, 11312), ("val", 500, 1223),
+                                                     ("test", 703, 1607)])
+def test_webnlg_reader_counts_on_the_real_files(split, sentences, triples):
+    from corpora.webnlg import WebNLGStats, read_relations, read_webnlg
+
+    stats = WebNLGStats()
+    read = list(read_webnlg(shared_path("webnlg", f"{split}.json"), stats))
+    assert (len(read), stats.sentences, stats.triples, stats.unlocated) == (sentences, sentences, triples, 0)
+    assert len(read_relations(shared_path("webnlg", "rel2id.json"))) == 216
+
+
+def test_webnlg_reader_reports_unlocated_entities(tmp_path):
+    from corpora.webnlg import WebNLGStats, read_webnlg
+
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps([{"text": "Rome is in Italy .", "triple_list": [
+        ["Rome", "country", "Italy"], ["Rome", "country", "Italy"], ["Roma", "leader", "Italy"]]}]))
+    stats = WebNLGStats()
+    (sentence,) = read_webnlg(path, stats)
+    assert sentence.extra["triples"] == [[0, 1, "country", 3, 4]]
+    assert sentence.extra["unlocated"] == [["Roma", "leader", "Italy"]]
+    assert (stats.triples, stats.unlocated) == (2, 1)
+
+
+def test_webnlg_format_is_registered():
+    from pipeline.plugins import get_registry
+
+    assert get_registry().get("format", "webnlg")().name == "webnlg"
+
+
+def test_score_triples_exact_match():
+    from plugins.triples_train import score_triples
+
+    gold = [[("a b", "r", "c")], [("d", "r", "e"), ("d", "s", "e")]]
+    predicted = [[("a", "r", "c")], [("d", "r", "e")]]
+    assert score_triples(gold, predicted)["f1"] == pytest.approx(100 * 2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+
+
+def test_cli_evaluate_json(saved_models, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    corpus = tmp_path / "tiny.json"
+    corpus.write_text(json.dumps([{"text": " ".join(SENTENCE), "triple_list": [["cat", "r1", "mat"]]},
+                                  {"text": "the dog ran", "triple_list": []}]))
+    result = CliRunner().invoke(cli, ["triples-evaluate", str(corpus), "-m", str(saved_models["gplinker"]),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    assert {"precision", "recall", "f1", "sentences"} <= set(scores) and scores["gold"] == 1
+
+
+def test_plugin_is_declared_in_setup_cfg_and_builtins():
+    import configparser
+
+    from pipeline.plugins import BUILTIN_PLUGINS
+    from tests.conftest import REPO
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    entry_points = config["options.entry_points"]
+    assert "triples = plugins.triples_hooks" in entry_points["tagpipe"]
+    assert "tagpipe_triples = plugins.triples_spacy:make_triples" in entry_points["spacy_factories"]
+    assert BUILTIN_PLUGINS["triples"] == "plugins.triples_hooks"
+
+
+def test_spacy_component_runs_sentences_separately(saved_models):
+    import spacy
+
+    import plugins.triples_spacy  # noqa: F401
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("tagpipe_triples", config={"model": str(saved_models["gplinker"]), "threshold": -1e6})
+    doc = nlp("the cat sat . the dog ran home .")
+    sentence_of = {t.i: t.sent.start for t in doc}
+    triples = doc._.tagpipe_triples
+    assert triples and all(sentence_of[s.start] == sentence_of[o.end - 1] for s, _, o in triples)
+    assert {sentence_of[s.start] for s, _, _ in triples} == {0, 4}
