@@ -18,11 +18,13 @@ Forbidden transitions may be ``-inf`` for decoding and marginals. For :func:`log
 gradients use a large negative *finite* constant instead (a tag that only ``-inf`` leads to
 makes the gradient NaN).
 
-Two strategies over time, with the same results: a loop (``T`` small steps, time-major layout
-with the batch innermost) and a parallel scan (a balanced tree of ``[C, C]`` semiring matrix
-products, ``log2 T`` big steps; max-plus with argmax pointers for Viterbi, then a top-down pass
-that reads the path off the tree). Padded steps become identity matrices, so rows of different
-lengths share one scan. ``method="auto"`` picks the faster one for the shapes.
+Strategies over time, with the same results: a loop (``T`` small steps, time-major layout
+with the batch innermost); for Viterbi only, the loop run from both ends of each row at once,
+meeting in the middle (``T / 2`` steps over ``2B`` rows); and a parallel scan (a balanced tree
+of ``[C, C]`` semiring matrix products, ``log2 T`` big steps; max-plus with argmax pointers for
+Viterbi, then a top-down pass that reads the path off the tree). Padded steps become identity
+matrices, so rows of different lengths share one scan. ``method="auto"`` picks the fastest for
+the shapes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from corpora.schemes import Constraints
 
 __all__ = ["constraint_masks", "log_partition", "marginals", "sequence_score", "viterbi_decode"]
 
-METHODS = ("auto", "loop", "scan")
+METHODS = ("auto", "loop", "meet", "scan")
 
 
 def _check(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> None:
@@ -109,16 +111,25 @@ def _pad_pow2(steps: Tensor, identity: Tensor) -> Tensor:
     return torch.cat([steps, pad], dim=1)
 
 
-def _choose(method: str, emissions: Tensor, decoding: bool) -> str:
+def _choose(method: str, emissions: Tensor, decoding: bool, per_step: bool = False) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method == "meet" and not decoding:
+        raise ValueError("method 'meet' is for Viterbi decoding only; use 'loop' or 'scan'")
     if method != "auto":
         return method
     # The scan does C times the loop's arithmetic (B * T * C^3) in log2(T) big steps instead of
     # T small ones. Measured on a 2-core CPU it wins only where B * C^3 is tiny (a few long
     # sentences, few tags), more easily for log Z, whose loop steps cost more under autograd.
     batch, seq, c = emissions.shape
-    return "scan" if seq >= 16 and batch * c**3 <= (256 if decoding else 1024) else "loop"
+    if seq >= 16 and batch * c**3 <= (256 if decoding else 1024):
+        return "scan"
+    # Meeting in the middle saves T / 2 loop steps of fixed cost (~4 us each) for ~25 more small
+    # ops; it loses where a step of 2B rows outgrows the cache (B * C^2 over ~16k floats) or
+    # per-step transitions must be gathered.
+    if decoding and not per_step and seq >= 24 and batch * c * c <= 16384:
+        return "meet"
+    return "loop"
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +247,11 @@ def _logsumexp(scores: Tensor, dim: int, floor: float) -> Tensor:
 def viterbi_decode(
     emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor, method: str = "auto"
 ) -> Tensor:
-    """The best tag sequence per row, ``[B, T]`` long with ``-1`` at padding positions."""
+    """The best tag sequence per row, ``[B, T]`` long with ``-1`` at padding positions.
+
+    ``method="meet"`` (Viterbi only) runs the loop from both ends of each row at once and meets
+    in the middle: half the sequential steps, on twice the rows.
+    """
     _check(emissions, mask, transitions, start, end)
     dtype = _dtype(emissions)
     with torch.no_grad():
@@ -245,8 +260,11 @@ def viterbi_decode(
         # shape: (batch, tags)
         first = start + emissions[:, 0]
         if emissions.shape[1] == 1:
-            best = (first + end).argmax(1, keepdim=True)
-        elif _choose(method, emissions, decoding=True) == "scan":
+            return (first + end).argmax(1, keepdim=True)
+        method = _choose(method, emissions, decoding=True, per_step=transitions.dim() == 4)
+        if method == "meet":
+            return _viterbi_meet(first, emissions, mask.sum(1), transitions, end)
+        if method == "scan":
             best = _viterbi_scan(first, _pairwise(emissions, mask, transitions), end)
         else:
             steps = _steps_time_major(emissions, mask, transitions, identity=False)
@@ -255,70 +273,108 @@ def viterbi_decode(
 
 
 def _viterbi_loop(first: Tensor, steps: Tensor, end: Tensor, lengths: Tensor) -> Tensor:
-    """first ``[B, C]``, steps ``[N, C, C, B]``, end ``[C]``, lengths ``[B]`` -> path ``[B, >= N + 1]``.
+    """first ``[B, C]``, steps ``[N, C, C, B]`` (overwritten), end ``[C]``, lengths ``[B]`` ->
+    path ``[B, N + 1]``."""
+    final, pointers = _max_forward(first.T, steps.transpose(1, 2), lengths - 1)
+    return _backtrace(pointers, (final + end[:, None]).argmax(0)).T
+
+
+def _max_forward(scores: Tensor, steps: Tensor, last_pos: Tensor) -> tuple[Tensor, Tensor]:
+    """The max-plus forward pass of a chain: initial scores ``[C, B]``, steps ``[N, C_to, C_from,
+    B]`` (overwritten), each row's last position ``[B]`` -> (each row's best scores at its last
+    position ``[C, B]``, back-pointers ``[N, C, B]``, identities from the last position on).
 
     The time loop computes only the best scores (two cheap ops a step); the back-pointers of all
-    steps come afterwards from a few batched ops, and the backtrace takes ``~2 sqrt(N)`` steps.
-    ``steps`` is overwritten.
+    steps come afterwards from a few batched ops. With ``C_to`` first, a step's ``[C, B]`` scores
+    broadcast over it as they are, so one view per step serves as output, then as input.
     """
     n, c, _, batch = steps.shape
     # shape: (N + 1, tags, batch)
-    scores = steps.new_empty(n + 1, c, batch)
-    scores[0] = first.T
+    scores = torch.cat([scores[None], steps.new_empty(n, c, batch)])
     # every step's candidate scores are kept (written in place of the steps), for the pointers
     # views made up front: indexing inside the loop would cost as much as the arithmetic
-    previous, following = scores[:-1, :, None, :].unbind(0), scores[1:].unbind(0)
-    for step, prev, nxt in zip(steps.unbind(0), previous, following, strict=True):
-        # shape: (tags_from, tags_to, batch) -> (tags_to, batch)
-        torch.amax(step.add_(prev), 0, out=nxt)
-    # back-pointer: the first previous tag whose candidate reaches the max. A comparison into a
-    # float tensor is vectorised (into bool it is not, and 6x slower); shape: (N, tags_to, batch)
-    hit = torch.eq(steps, scores[1:, None], out=steps)
-    rank = torch.arange(c, 0, -1, dtype=steps.dtype, device=steps.device)[None, :, None, None]
-    pointers = (c - hit.mul_(rank).amax(1)).long().clamp_(max=c - 1)
-    # each row ends at position lengths - 1; from there on the pointers are identities
-    last_pos = (lengths - 1)[None, None, :]
-    final = scores.gather(0, last_pos.expand(1, c, batch)).squeeze(0)
-    last = (final + end[:, None]).argmax(0)
-    tags = torch.arange(c, device=steps.device)[None, :, None]
+    each = scores.unbind(0)
+    for step, prev, nxt in zip(steps.unbind(0), each[:-1], each[1:], strict=True):
+        # shape: (tags_to, tags_from, batch) -> (tags_to, batch)
+        torch.amax(step.add_(prev), 1, out=nxt)
+    # back-pointer: the first previous tag i whose candidate reaches the max, as the largest rank
+    # C - 1 - i among the hits (0 when none, NaN scores: tag C - 1). A comparison into a float
+    # tensor is vectorised (into bool it is not, and 6x slower); so are lerp and amax, unlike
+    # where and argmax over a middle dimension. shape: (N, tags_to, batch)
+    hit = torch.eq(steps, scores[1:, :, None], out=steps)
+    rank = torch.arange(c - 1, -1, -1, dtype=steps.dtype, device=steps.device)
+    best = hit.mul_(rank[:, None]).amax(2)
+    # from each row's last position on, identities: rank C - 1 - j for tag j
     positions = torch.arange(n, device=steps.device)[:, None, None]
-    pointers = torch.where(positions >= last_pos, tags, pointers)
-    return _backtrace(pointers, last)
+    before = (positions < last_pos).to(steps.dtype)
+    pointers = (c - 1 - torch.lerp(rank[:, None], best, before)).long()
+    final = scores.gather(0, last_pos[None, None, :].expand(1, c, batch)).squeeze(0)
+    return final, pointers
+
+
+def _viterbi_meet(first: Tensor, emissions: Tensor, lengths: Tensor, transitions: Tensor, end: Tensor) -> Tensor:
+    """Like :func:`_viterbi_loop` in ``T // 2`` steps: from both ends at once, meeting in the
+    middle. first ``[B, C]``, emissions ``[B, T, C]``, lengths ``[B]`` -> paths ``[B, T]``, ``-1``
+    at padding.
+
+    A row of length ``L`` meets at ``m = (L - 1) // 2``. Forward, as in the loop: the best score
+    of ``y_0 .. y_m`` ending in each tag, ``m`` steps. Backward: the row reversed within its
+    length, a chain from ``y_{L-1}`` (started at ``end``) to ``y_m`` whose step ``k`` adds
+    ``transitions[y_{L-k-1}, y_{L-k}] + emissions[L-k, y_{L-k}]`` (the emission of the tag it
+    leaves, so ``emissions[m]`` is counted by the forward half only), ``L - 1 - m`` steps. Both
+    halves run as one batch of ``2B`` rows; ``y_m`` maximises the sum of their scores, and one
+    backtrace of ``2B`` rows reads the left half off the forward pointers and the right half off
+    the backward ones.
+    """
+    batch, seq, c = emissions.shape
+    n = seq // 2
+    positions = torch.arange(seq, device=lengths.device)
+    # shape: (batch, seq): L - 1 - t, the position the backward chain reaches in t steps
+    reverse = (lengths - 1)[:, None] - positions
+    # shape: (2 * batch,): where each chain stops: m = (L - 1) // 2 forward, L // 2 backward
+    ends = torch.cat([reverse[:, 0], lengths]).div_(2, rounding_mode="floor")
+    # shape: (n, batch): the position L - k that the backward step k reads (anything will do
+    # past a row's own steps: its pointers there are identities)
+    source = reverse[:, :n].T.clamp(min=0)
+    # shape: (seq, tags, batch); then (n, tags, batch) each
+    em = emissions.permute(1, 2, 0).contiguous()
+    em_fwd, em_back = em[1 : n + 1], em.gather(0, source[:, None, :].expand(n, c, batch))
+    if transitions.dim() == 2:
+        trans_fwd, trans_back = transitions.T[None, :, :, None], transitions[None, :, :, None]
+    else:
+        trans_fwd = transitions[:, 1 : n + 1].permute(1, 3, 2, 0)
+        index = source.T[:, :, None, None].expand(batch, n, c, c)
+        trans_back = transitions.gather(1, index).permute(1, 2, 3, 0)
+    # shape: (n, tags_to, tags_from, 2 * batch): the forward rows, then the backward ones
+    steps = emissions.new_empty(n, c, c, 2 * batch)
+    torch.add(trans_fwd, em_fwd[:, :, None], out=steps[..., :batch])
+    torch.add(trans_back, em_back[:, None], out=steps[..., batch:])
+    scores = torch.cat([first.T, end[:, None].expand(c, batch)], 1)
+    final, pointers = _max_forward(scores, steps, ends)
+    # shape: (batch,): y_m, the best tag at the meeting position
+    middle = (final[:, :batch] + final[:, batch:]).argmax(0)
+    # shape: (n + 1, 2 * batch): the forward rows' y_0 .. y_m, the backward rows' y_{L-1} .. y_m
+    path = _backtrace(pointers, torch.cat([middle, middle]))
+    # one gather reads y_t at t <= m from the forward half, at t > m from the backward half's
+    # position L - 1 - t, and padding (where L - 1 - t < 0) from a block of -1 in between
+    width = n + 1
+    both = torch.cat([path[:, :batch].T, path.new_full((batch, seq), -1), path[:, batch:].T], 1)
+    index = torch.where(positions <= ends[:batch, None], positions, reverse + (width + seq))
+    return both.gather(1, index)
 
 
 def _backtrace(pointers: Tensor, last: Tensor) -> Tensor:
     """Follow back-pointers ``[N, C, B]`` (``pointers[q, j]``: tag at ``q`` given ``j`` at ``q+1``)
-    from the last tag ``[B]``; returns ``[B, >= N + 1]``.
+    from the last tag ``[B]``; returns the path ``[N + 1, B]``, time-major.
 
-    In chunks of ``L ~ sqrt(N)`` steps: inside all chunks at once, the tag at each position for
-    each possible tag at the chunk's end (``L`` gathers); then chunk by chunk from the right, the
-    tag at each chunk boundary (``N / L`` gathers).
+    One small gather a step: measured faster than reading all chunks of ``sqrt(N)`` steps at
+    once, whose bigger gathers cost more than they save, even at ``N = 127``.
     """
-    n, c, batch = pointers.shape
-    length = max(1, round(n**0.5))
-    chunks = -(-n // length)
-    tags = torch.arange(c, device=pointers.device)
-    if chunks * length > n:
-        pad = tags[None, :, None].expand(chunks * length - n, c, batch)
-        pointers = torch.cat([pointers, pad])
-    # shape: (chunks, length, tags, batch)
-    pointers = pointers.view(chunks, length, c, batch)
-    follow = tags[None, :, None].expand(chunks, c, batch)
-    within = []
-    for step in reversed(pointers.unbind(1)):
-        follow = step.gather(1, follow)
-        within.append(follow)
-    within.reverse()
-    # shape: (chunks, length, tags, batch): tag at position k*L + l given the tag at (k+1)*L
-    within = torch.stack(within, 1)
-    ends = [last[None, :]]
-    for chunk_start in reversed(within[1:, 0].unbind(0)):
-        ends.append(chunk_start.gather(0, ends[-1]))
-    ends.reverse()
-    # shape: (chunks, batch): the tag at the end of each chunk
-    ends = torch.cat(ends)
-    path = within.gather(2, ends[:, None, None, :].expand(chunks, length, 1, batch)).view(-1, batch)
-    return torch.cat([path, last[None, :]]).T
+    path = [last[None, :]]
+    for step in reversed(pointers.unbind(0)):
+        path.append(step.gather(0, path[-1]))
+    path.reverse()
+    return torch.cat(path)
 
 
 def _tree_reduce(steps: Tensor, semiring: str) -> Tensor | tuple[Tensor, list[Tensor]]:

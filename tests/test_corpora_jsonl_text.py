@@ -272,8 +272,10 @@ def test_builtin_formats_are_registered_by_the_builtin_plugin():
     from pipeline.plugins import get_registry
 
     registry = get_registry()
-    assert registry.names("format") == ["conll", "conllu", "jsonl", "text"]
-    assert {registry.entry("format", n).plugin for n in registry.names("format")} == {"builtin_formats"}
+    assert registry.names("format") == ["conll", "conllu", "jsonl", "text", "webnlg"]
+    builtin = ["conll", "conllu", "jsonl", "text"]
+    assert {registry.entry("format", n).plugin for n in builtin} == {"builtin_formats"}
+    assert registry.entry("format", "webnlg").plugin == "triples"
     assert isinstance(registry.get("format", "jsonl")(), JsonlFormat)
     assert isinstance(registry.get("format", "text")(), TextFormat)
 

@@ -119,6 +119,82 @@ def test_methods_agree_on_long_sequences(method):
         )
 
 
+def meet_batch(seed: int, batch: int, seq: int, tags: int, dtype=torch.float64):
+    """Random emissions and a prefix mask whose lengths include 1, 2 and ``seq``."""
+    gen = torch.Generator().manual_seed(seed)
+    emissions = torch.randn(batch, seq, tags, generator=gen, dtype=dtype)
+    lengths = torch.randint(1, seq + 1, (batch,), generator=gen)
+    lengths[:3] = torch.tensor([seq, 1, 2])
+    return emissions, torch.arange(seq)[None, :] < lengths[:, None]
+
+
+@pytest.mark.parametrize("seq", [2, 3, 6, 7])
+@pytest.mark.parametrize(
+    ("seed", "num_tags", "scheme"), [(20, 3, None), (21, 4, None), (22, 5, "iob2"), (23, 5, "bioes")]
+)
+def test_meet_matches_brute_force(seq, seed, num_tags, scheme):
+    if num_tags**seq > 20_000:
+        seq -= 2  # keeps the oracle fast; still one odd and one even length
+    crf = make_crf(num_tags, seed, constraints_for(scheme))
+    emissions, mask = meet_batch(seed, 6, seq, num_tags)
+    trans, start, end = crf.scores(hard=True)
+    paths = viterbi.viterbi_decode(emissions, mask, trans, start, end, "meet")
+    for b, scores in enumerate(brute_force(crf, emissions, mask)):
+        n = int(mask[b].sum())
+        best = max(scores, key=scores.get)
+        assert tuple(paths[b, :n].tolist()) == best
+        assert scores[tuple(paths[b, :n].tolist())] == scores[best]
+        assert (paths[b, n:] == -1).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("batch", "seq", "num_tags", "scheme"), [(64, 40, 17, None), (33, 37, 5, "bioes"), (16, 129, 9, "iob2")]
+)
+def test_meet_equals_loop(dtype, batch, seq, num_tags, scheme):
+    labels = {"bioes": BIOES, "iob2": IOB2}.get(scheme)
+    constraints = allowed_transitions(labels, scheme) if scheme else None
+    crf = make_crf(num_tags if labels is None else len(labels), batch, constraints)
+    emissions, mask = meet_batch(batch, batch, seq, crf.num_tags, dtype)
+    trans, start, end = (t.to(dtype) for t in crf.scores(hard=True))
+    loop = viterbi.viterbi_decode(emissions, mask, trans, start, end, "loop")
+    assert torch.equal(viterbi.viterbi_decode(emissions, mask, trans, start, end, "meet"), loop)
+    # per-step transitions [B, T, C, C], as MEMMs give them
+    steps = trans + 0.5 * torch.randn(batch, seq, *trans.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    loop = viterbi.viterbi_decode(emissions, mask, steps, start, end, "loop")
+    assert torch.equal(viterbi.viterbi_decode(emissions, mask, steps, start, end, "meet"), loop)
+
+
+@pytest.mark.parametrize(("labels", "scheme"), [(IOB2, "iob2"), (BIOES, "bioes")])
+def test_meet_with_ties_gives_a_valid_optimal_path(labels, scheme):
+    """All-zero scores (every valid path ties, as right after zero init) and ties between
+    two tags: the path must still be valid and optimal."""
+    crf = CRF(len(labels), allowed_transitions(labels, scheme))
+    for param in (crf.transitions, crf.start_transitions, crf.end_transitions):
+        torch.nn.init.zeros_(param)
+    emissions, mask = meet_batch(0, 16, 30, len(labels), torch.float32)
+    emissions[:8] = 0.0
+    emissions[8:, :, 2] = emissions[8:, :, 1]  # B- and I- of the same type always tie
+    trans, start, end = crf.scores(hard=True)
+    paths = viterbi.viterbi_decode(emissions, mask, trans, start, end, "meet")
+    loop = viterbi.viterbi_decode(emissions, mask, trans, start, end, "loop")
+    tags = (paths.clamp(min=0), loop.clamp(min=0))
+    ours, best = (viterbi.sequence_score(emissions, t, mask, trans, start, end) for t in tags)
+    torch.testing.assert_close(ours, best, rtol=0, atol=1e-5)
+    for row in paths:
+        assert is_valid([labels[i] for i in row[row >= 0]], scheme)
+
+
+def test_auto_meets_in_the_middle_for_long_batches():
+    emissions = torch.zeros(32, 40, 17)
+    assert viterbi._choose("auto", emissions, decoding=True) == "meet"
+    assert viterbi._choose("auto", emissions, decoding=True, per_step=True) == "loop"
+    assert viterbi._choose("auto", emissions[:, :8], decoding=True) == "loop"
+    mask, zeros = torch.ones(32, 40, dtype=torch.bool), torch.zeros(17)
+    with pytest.raises(ValueError, match="'meet' is for Viterbi decoding only"):
+        viterbi.log_partition(emissions, mask, torch.zeros(17, 17), zeros, zeros, "meet")
+
+
 def test_marginals_under_inference_mode():
     crf = make_crf(4, 7)
     emissions, _, mask = random_batch(7)
