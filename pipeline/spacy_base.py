@@ -233,20 +233,24 @@ def segments_of(doc: Doc) -> list[Span]:
     return [doc[:]] if len(doc) else []
 
 
-def model_to_files(tagger) -> dict[str, bytes]:
-    """The model folder as ``{relative path: bytes}`` (what ``to_bytes`` serialises)."""
+def model_to_files(model) -> dict[str, bytes]:
+    """A model folder (anything with ``save(path)``) as ``{relative path: bytes}``, what ``to_bytes``
+    serialises."""
     tmp = Path(tempfile.mkdtemp(prefix="tagpipe-bytes-"))
     try:
-        tagger.save(tmp)
+        model.save(tmp)
         return {p.relative_to(tmp).as_posix(): p.read_bytes() for p in sorted(tmp.rglob("*")) if p.is_file()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def model_from_files(files: dict[str, bytes], *, device: str = "cpu"):
-    """The inverse of :func:`model_to_files`: write the files to a temporary folder and load it."""
-    from pipeline.model import Tagger
+def model_from_files(files: dict[str, bytes], *, device: str = "cpu", load: Callable[..., Any] | None = None):
+    """The inverse of :func:`model_to_files`: write the files to a temporary folder and load it with
+    ``load(folder, device=...)`` (default: ``Tagger.load``)."""
+    if load is None:
+        from pipeline.model import Tagger
 
+        load = Tagger.load
     tmp = Path(tempfile.mkdtemp(prefix="tagpipe-bytes-"))
     try:
         for name, content in files.items():
@@ -255,7 +259,7 @@ def model_from_files(files: dict[str, bytes], *, device: str = "cpu"):
                 raise ModelError(f"serialised model file {name!r} points outside its folder")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
-        return Tagger.load(tmp, device=device)
+        return load(tmp, device=device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -13,8 +13,6 @@ saved pipeline loads without the original folder. Found by spaCy through the
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,31 +101,18 @@ class Seq2SeqComponent:
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
-        tmp = Path(tempfile.mkdtemp(prefix="tagpipe-seq2seq-"))
-        try:
-            self.seq2seq.save(tmp)
-            files = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in sorted(tmp.rglob("*")) if p.is_file()}
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": files})
+        from pipeline.spacy_base import model_to_files
+
+        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": model_to_files(self.seq2seq)})
 
     def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> Seq2SeqComponent:
+        from pipeline.spacy_base import model_from_files
         from plugins.seq2seq import Seq2SeqModel
 
         msg = srsly.msgpack_loads(data)
         if msg.get("version") != BYTES_VERSION:
             raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
-        tmp = Path(tempfile.mkdtemp(prefix="tagpipe-seq2seq-"))
-        try:
-            for name, content in msg["model"].items():
-                target = tmp / name
-                if tmp.resolve() not in target.resolve().parents:
-                    raise ModelError(f"serialised model file {name!r} points outside its folder")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(content)
-            self._model = Seq2SeqModel.load(tmp, device=self.device)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self._model = model_from_files(msg["model"], device=self.device, load=Seq2SeqModel.load)
         return self
 
     def __reduce__(self):

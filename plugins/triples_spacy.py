@@ -105,25 +105,13 @@ class TriplesComponent:
         return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": model_to_files(self.model)})
 
     def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> TriplesComponent:
-        import shutil
-        import tempfile
+        from pipeline.spacy_base import model_from_files
+        from plugins.triples import TripleModel
 
         msg = srsly.msgpack_loads(data)
         if msg.get("version") != BYTES_VERSION:
             raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
-        from plugins.triples import TripleModel
-
-        tmp = Path(tempfile.mkdtemp(prefix="tagpipe-triples-"))
-        try:
-            for name, content in msg["model"].items():
-                target = tmp / name
-                if tmp.resolve() not in target.resolve().parents:
-                    raise ModelError(f"serialised model file {name!r} points outside its folder")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(content)
-            self._model = TripleModel.load(tmp, device=self.device)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self._model = model_from_files(msg["model"], device=self.device, load=TripleModel.load)
         return self
 
 
