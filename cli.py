@@ -22,9 +22,15 @@ class TagpipeGroup(click.Group):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from pipeline.plugins import get_plugin_manager
+        from pipeline.plugins import get_plugin_manager, one_line
 
-        get_plugin_manager().hook.register_commands(cli=self)
+        # one plugin at a time, so a raising hook is named and the other plugins' commands still load
+        for impl in get_plugin_manager().hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=self)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+                click.echo(f"warning: plugin {impl.plugin_name!r}: register_commands failed: {one_line(exc)}",
+                           err=True)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()

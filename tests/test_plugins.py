@@ -148,3 +148,20 @@ def test_throwaway_plugin_decoder_trains_a_model(tmp_path):
     model = Tagger.load(tmp_path / "m")
     assert model.decoder_name == "throwaway.argmax.v1"
     assert len(model.tag([["Peter", "lives", "in", "Berlin", "."]])[0]) == 5
+
+
+def test_a_raising_register_commands_hook_is_named_and_the_cli_keeps_working():
+    class BrokenCommands:
+        @hookimpl
+        def register_commands(self, cli):
+            raise RuntimeError("no commands today")
+
+    install(BrokenCommands(), "broken_commands")
+    import cli as cli_module
+
+    group = cli_module.TagpipeGroup(name="tagpipe")
+    for command in cli_module.cli.commands.values():
+        group.add_command(command)
+    result = CliRunner().invoke(group, ["parse", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "plugin 'broken_commands': register_commands failed: RuntimeError: no commands today" in result.output
