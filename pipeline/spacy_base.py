@@ -31,7 +31,55 @@ from pipeline.errors import ModelError
 BYTES_VERSION = 1
 
 
-class TaggerComponent:
+class ModelComponent:
+    """Plumbing shared by our spaCy components: batched ``pipe`` and the model folder saved with the
+    pipeline, on disk or as bytes. Subclasses give ``loaded()`` (the model, read on first use),
+    ``adopt(model)``, ``load_model(path, device)`` and ``set_annotations(docs)``."""
+
+    name: str
+    batch_size: int
+    device: str
+
+    def loaded(self) -> Any:
+        raise NotImplementedError
+
+    def adopt(self, model: Any) -> None:
+        raise NotImplementedError
+
+    def load_model(self, path: Path, device: str = "cpu") -> Any:
+        raise NotImplementedError
+
+    def set_annotations(self, docs: list[Doc]) -> None:
+        raise NotImplementedError
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_annotations([doc])
+        return doc
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
+        for batch in minibatch(docs, size=batch_size or self.batch_size):
+            self.set_annotations(batch)
+            yield from batch
+
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        self.loaded().save(Path(path))
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> "ModelComponent":
+        self.adopt(self.load_model(Path(path), device=self.device))
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": model_to_files(self.loaded())})
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> "ModelComponent":
+        msg = srsly.msgpack_loads(data)
+        if msg.get("version") != BYTES_VERSION:
+            raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
+        self.adopt(model_from_files(msg["model"], device=self.device, load=self.load_model))
+        return self
+
+
+class TaggerComponent(ModelComponent):
     """Base class of ``tagpipe_ner`` and ``tagpipe_tagger``; subclasses set ``task`` and annotate."""
 
     task = ""
@@ -101,18 +149,6 @@ class TaggerComponent:
         return list(json.loads(config_file.read_text()).get("labels", []))
 
     # -- running -------------------------------------------------------------------------
-    def __call__(self, doc: Doc) -> Doc:
-        self.set_annotations([doc])
-        return doc
-
-    def pipe(self, docs: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
-        for batch in minibatch(docs, size=batch_size or self.batch_size):
-            self.set_annotations(batch)
-            yield from batch
-
-    def set_annotations(self, docs: list[Doc]) -> None:
-        raise NotImplementedError
-
     def tag_segments(self, docs: Sequence[Doc]) -> tuple[list[tuple[Doc, int, int]], list[list[str]],
                                                           list[list[float]]]:
         """Tag each sentence (each whole doc when no boundaries are set): segments, tags, scores."""
@@ -123,25 +159,17 @@ class TaggerComponent:
         tags, probs = self.tagger.tag(sentences, batch_size=self.batch_size, with_scores=True)
         return segments, tags, probs
 
-    # -- serialisation -------------------------------------------------------------------
-    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        self.tagger.save(Path(path))
+    # -- serialisation (ModelComponent's, through these three) --------------------------
+    def loaded(self) -> Any:
+        return self.tagger
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> "TaggerComponent":
+    def adopt(self, model: Any) -> None:
+        self._set_tagger(model)
+
+    def load_model(self, path: Path, device: str = "cpu") -> Any:
         from pipeline.model import Tagger
 
-        self._set_tagger(Tagger.load(Path(path), device=self.device))
-        return self
-
-    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
-        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": model_to_files(self.tagger)})
-
-    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> "TaggerComponent":
-        msg = srsly.msgpack_loads(data)
-        if msg.get("version") != BYTES_VERSION:
-            raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
-        self._set_tagger(model_from_files(msg["model"], device=self.device))
-        return self
+        return Tagger.load(path, device=device)
 
     def _init_kwargs(self) -> dict[str, Any]:
         return {"model": self.model_path, "batch_size": self.batch_size, "device": self.device,

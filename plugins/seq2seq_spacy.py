@@ -13,18 +13,15 @@ saved pipeline loads without the original folder. Found by spaCy through the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import srsly
 from spacy.language import Language
 from spacy.tokens import Doc
-from spacy.util import minibatch
 
 from pipeline.errors import ModelError
+from pipeline.spacy_base import ModelComponent
 
-BYTES_VERSION = 1
 EXTENSION = "tagpipe_generated"
 DECODING_CONFIG: dict[str, Any] = {
     "strategy": "greedy", "num_beams": 4, "length_penalty": 1.0, "top_k": 0, "top_p": 1.0,
@@ -41,7 +38,7 @@ def register_extensions() -> None:
 register_extensions()
 
 
-class Seq2SeqComponent:
+class Seq2SeqComponent(ModelComponent):
     """Runs a :class:`plugins.seq2seq.Seq2SeqModel` on ``doc.text`` in batches."""
 
     #: spaCy inspects ``proc.model`` for thinc models (``hasattr`` would load ours): ours is ``seq2seq``
@@ -76,44 +73,22 @@ class Seq2SeqComponent:
     def is_loaded(self) -> bool:
         return self._model is not None
 
-    def __call__(self, doc: Doc) -> Doc:
-        self.set_annotations([doc])
-        return doc
-
-    def pipe(self, docs: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
-        for batch in minibatch(docs, size=batch_size or self.batch_size):
-            self.set_annotations(batch)
-            yield from batch
-
     def set_annotations(self, docs: list[Doc]) -> None:
         texts = self.seq2seq.generate([d.text for d in docs], batch_size=self.batch_size, **self.decoding)
         for doc, text in zip(docs, texts, strict=True):
             doc._.set(EXTENSION, text)
 
     # -- serialisation -------------------------------------------------------------------
-    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        self.seq2seq.save(Path(path))
+    def loaded(self) -> Any:
+        return self.seq2seq
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> Seq2SeqComponent:
+    def adopt(self, model: Any) -> None:
+        self._model = model
+
+    def load_model(self, path: Path, device: str = "cpu") -> Any:
         from plugins.seq2seq import Seq2SeqModel
 
-        self._model = Seq2SeqModel.load(Path(path), device=self.device)
-        return self
-
-    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
-        from pipeline.spacy_base import model_to_files
-
-        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": model_to_files(self.seq2seq)})
-
-    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> Seq2SeqComponent:
-        from pipeline.spacy_base import model_from_files
-        from plugins.seq2seq import Seq2SeqModel
-
-        msg = srsly.msgpack_loads(data)
-        if msg.get("version") != BYTES_VERSION:
-            raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
-        self._model = model_from_files(msg["model"], device=self.device, load=Seq2SeqModel.load)
-        return self
+        return Seq2SeqModel.load(path, device=device)
 
     def __reduce__(self):
         # Pickled with the weights: a spawned nlp.pipe worker rebuilds us once, without disk reads.

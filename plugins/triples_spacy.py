@@ -9,19 +9,15 @@ through the ``spacy_factories`` entry point (importing this module also register
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import srsly
 from spacy.language import Language
 from spacy.tokens import Doc, Span
-from spacy.util import minibatch
 
 from pipeline.errors import ModelError
-from pipeline.spacy_base import segments_of
+from pipeline.spacy_base import ModelComponent, segments_of
 
-BYTES_VERSION = 1
 EXTENSION = "tagpipe_triples"
 
 
@@ -34,7 +30,7 @@ def register_extension() -> None:
 register_extension()
 
 
-class TriplesComponent:
+class TriplesComponent(ModelComponent):
     """Runs a :class:`plugins.triples.TripleModel` over each doc's sentences."""
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 32,
@@ -67,15 +63,6 @@ class TriplesComponent:
         """The relations the model predicts."""
         return tuple(self.model.relations)
 
-    def __call__(self, doc: Doc) -> Doc:
-        self.set_annotations([doc])
-        return doc
-
-    def pipe(self, docs: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
-        for batch in minibatch(docs, size=batch_size or self.batch_size):
-            self.set_annotations(batch)
-            yield from batch
-
     def set_annotations(self, docs: list[Doc]) -> None:
         segments = [(doc, span) for doc in docs for span in segments_of(doc)]
         found = self.model.predict([[t.text for t in span] for _, span in segments], batch_size=self.batch_size,
@@ -90,29 +77,16 @@ class TriplesComponent:
             doc._.set(EXTENSION, out[id(doc)])
 
     # -- serialisation -------------------------------------------------------------------------
-    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        self.model.save(Path(path))
+    def loaded(self) -> Any:
+        return self.model
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> TriplesComponent:
+    def adopt(self, model: Any) -> None:
+        self._model = model
+
+    def load_model(self, path: Path, device: str = "cpu") -> Any:
         from plugins.triples import TripleModel
 
-        self._model = TripleModel.load(Path(path), device=self.device)
-        return self
-
-    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
-        from pipeline.spacy_base import model_to_files
-
-        return srsly.msgpack_dumps({"version": BYTES_VERSION, "model": model_to_files(self.model)})
-
-    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> TriplesComponent:
-        from pipeline.spacy_base import model_from_files
-        from plugins.triples import TripleModel
-
-        msg = srsly.msgpack_loads(data)
-        if msg.get("version") != BYTES_VERSION:
-            raise ModelError(f"{self.name}: serialised component version {msg.get('version')!r} is not supported")
-        self._model = model_from_files(msg["model"], device=self.device, load=TripleModel.load)
-        return self
+        return TripleModel.load(path, device=device)
 
 
 @Language.factory(
