@@ -49,13 +49,7 @@ def read_jsonl(path: str | Path, *, on_error: OnError | None = None) -> Iterator
             return
         first = False
         try:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(name, number, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
-            except RecursionError:
-                raise CorpusError(name, number, "JSON nested too deeply") from None
-            yield sentence_from_record(record, name, number)
+            yield sentence_from_record(parse_line(line, name, number), name, number)
         except CorpusError as error:
             if on_error is None:
                 raise
@@ -111,6 +105,16 @@ def _skip_space(text: str, position: int) -> int:
     while position < len(text) and text[position] in " \t\r\n":
         position += 1
     return position
+
+
+def parse_line(line: str, name: str, number: int) -> Any:
+    """One JSON value from ``line``; malformed JSON is a :class:`CorpusError` naming file and line."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(name, number, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise CorpusError(name, number, "JSON nested too deeply") from None
 
 
 def sentence_from_record(record: Any, name: str, number: int) -> Sentence:

@@ -139,7 +139,7 @@ def _id(value: str) -> Any:
 
 def _jsonl_items(path: str, on_error: Callable[[CorpusError], object], counts: Counts) -> Iterator[Item]:
     """JSON lines, keeping the record's own ``id`` (string or integer) and its other fields."""
-    from corpora.jsonl import sentence_from_record
+    from corpora.jsonl import parse_line, sentence_from_record
 
     name = display_name(path)
     for number, line in open_lines(path, on_error=on_error):
@@ -147,12 +147,7 @@ def _jsonl_items(path: str, on_error: Callable[[CorpusError], object], counts: C
             counts.blank += 1
             continue
         try:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(name, number, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
-            except RecursionError:
-                raise CorpusError(name, number, "JSON nested too deeply") from None
+            record = parse_line(line, name, number)
             sentence = sentence_from_record(record, name, number)
             if "\\u" in line:
                 _check_surrogates(record, name, number)
