@@ -100,6 +100,22 @@ def teardown(context: Context) -> None:
             dist.destroy_process_group()
 
 
+def exit_launched_process() -> None:
+    """Under torchrun, leave the process without interpreter finalization, after flushing.
+
+    Gloo's C++ worker threads can abort the process (SIGABRT, "terminate called without an active
+    exception") while Python tears itself down, even after ``destroy_process_group``
+    (pytorch/pytorch#179291); that turns a finished run into a failed rank. By now the model and
+    checkpoint are written and every rank has passed the final barrier."""
+    import os
+    import sys
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def shard(batch: Sequence[int], rank: int, world_size: int) -> list[int]:
     """Rank ``rank``'s contiguous part of a global batch: ``world_size`` parts whose sizes differ by
     at most one (the first ones get the extra sentences), together the whole batch in order."""

@@ -63,7 +63,7 @@ def train(ctx: click.Context, format_: str, tag_column: str | None, resume: bool
     Under ``torchrun --nproc-per-node N`` it trains data-parallel; --batch-size stays the global
     batch (see docs/scaling.md)."""
     from pipeline.data import parse_column
-    from pipeline.distributed import is_main
+    from pipeline.distributed import exit_launched_process, is_main
     from pipeline.training import Trainer
 
     extra = {k: v for k, v in (ctx.default_map or {}).items() if k in {"encoder_config", "decoder_config", "warmup",
@@ -74,3 +74,4 @@ def train(ctx: click.Context, format_: str, tag_column: str | None, resume: bool
     best = result["best"]
     if is_main():
         click.echo(f"best dev score {best['f1'] * 100:.2f} at epoch {best['epoch']}; model in {settings.output}")
+    exit_launched_process()
