@@ -1,16 +1,18 @@
 """Data-parallel training under ``torchrun``: the process group, each rank's share of a batch, and
-the gradient all-reduce.
+the ``DistributedDataParallel`` wrapper that averages gradients.
 
 ``torchrun --nproc-per-node N cli.py train ...`` starts N trainers; each finds its place in the
 ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` variables torchrun sets. Every rank reads the whole
 training corpus, builds the same model (checked by :func:`verify_same_model`) and the same
 length-bucketed batch list from the same seed, and takes its contiguous slice of each global batch
-(:func:`shard`). Each rank weights its loss by its share of the global batch, so the summed
-gradients (:func:`all_reduce_gradients`) are the gradient of the mean loss over the global batch:
-every rank takes the step one process would take on the whole batch. Rank 0 alone evaluates, logs
-and writes the model (see ``docs/scaling.md``).
+(:func:`shard`). The loss goes through :func:`data_parallel` (PyTorch's DistributedDataParallel,
+which all-reduces gradients bucket by bucket while the backward pass runs); each rank weights its
+loss by ``N`` times its share of the global batch, so DDP's average over ranks is the gradient of
+the mean loss over the global batch: every rank takes the step one process would take on the whole
+batch. Rank 0 alone evaluates, logs and writes the model (see ``docs/scaling.md``).
 
-Only ``torch.distributed`` is used, imported lazily; outside torchrun nothing here does anything.
+Only ``torch.distributed`` and DDP are used, imported lazily; outside torchrun nothing here does
+anything.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,6 @@ from pipeline.errors import TagpipeError
 #: a folder: every rank appends one JSON line per optimizer step (global loss, parameter digest) to
 #: ``rank{R}.jsonl`` and saves its parameters after the first step as ``rank{R}-step1.pt`` (tests)
 TRACE_ENV = "TAGPIPE_TRACE_STEPS"
-BUCKET_ELEMENTS = 1 << 24  # gradients are all-reduced in flat buckets of up to 16M elements (64 MB)
 
 
 @dataclass(frozen=True)
@@ -124,49 +126,46 @@ def shard(batch: Sequence[int], rank: int, world_size: int) -> list[int]:
     return list(batch[start : start + size + (1 if rank < extra else 0)])
 
 
-def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Sum every parameter's gradient over all ranks, in place.
+class TrainingLoss(torch.nn.Module):
+    """``forward(features, tags)`` is ``tagger.loss(features, tags)``: the forward DDP wraps.
 
-    A parameter no rank computed a gradient for keeps ``grad is None`` (as in one process, so the
-    optimizer skips it); one that only some ranks reached counts as zero on the others."""
-    import torch.distributed as dist
+    DDP arms its gradient hooks in ``forward`` and a tagger's loss is a method, so the training
+    loss runs through this module; the tagger itself stays unwrapped for evaluation and saving
+    (parameter names and saved files are those of one process)."""
 
-    params = [p for p in parameters if p.requires_grad]
-    if not params:
-        return
-    reached = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
-    dist.all_reduce(reached)
-    used = [p for p, n in zip(params, reached.tolist(), strict=True) if n]
-    for p in used:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        elif p.grad.is_sparse:
-            raise TagpipeError("distributed training does not support sparse gradients")
-    buckets: dict[tuple[torch.dtype, torch.device], list[torch.nn.Parameter]] = {}  # one flat tensor each
-    sizes: dict[tuple[torch.dtype, torch.device], int] = {}
-    for p in used:
-        key = (p.grad.dtype, p.grad.device)
-        bucket = buckets.setdefault(key, [])
-        if bucket and sizes[key] + p.numel() > BUCKET_ELEMENTS:
-            _reduce_bucket(bucket)
-            bucket.clear()
-        if not bucket:
-            sizes[key] = 0
-        bucket.append(p)
-        sizes[key] += p.numel()
-    for bucket in buckets.values():
-        _reduce_bucket(bucket)
+    def __init__(self, tagger: torch.nn.Module) -> None:
+        super().__init__()
+        self.tagger = tagger
+
+    def forward(self, features: dict[str, torch.Tensor], tags: torch.Tensor) -> torch.Tensor:
+        return self.tagger.loss(features, tags)
 
 
-def _reduce_bucket(bucket: list[torch.nn.Parameter]) -> None:
-    import torch.distributed as dist
+def data_parallel(tagger: torch.nn.Module, context: Context, device: torch.device) -> torch.nn.Module:
+    """The module the training loop takes its loss from: :class:`TrainingLoss` in one process,
+    wrapped in ``DistributedDataParallel`` (default 25 MB buckets) under torchrun.
 
-    flat = torch.cat([p.grad.reshape(-1) for p in bucket])  # shape: [sum of numel]
-    dist.all_reduce(flat)
-    offset = 0
-    for p in bucket:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
-        offset += p.numel()
+    DDP *averages* gradients over ranks, so a rank scales its loss by ``world_size``.
+    ``find_unused_parameters``: a parameter no rank reached in a step (a plugin's optional weights,
+    a transformer that saw only empty sentences) keeps ``grad is None``, so the optimizer skips it
+    as in one process (no AdamW weight decay, no momentum), and one that only some ranks reached
+    gets the same average on every rank (zero from the others); without it such a step would hang
+    or fail. The builtin encoders and decoders reach every parameter, so DDP warns once per rank
+    that it found none unused; the price is a walk over the autograd graph per step. Gradient
+    checkpointing must be non-reentrant (``bert``'s is)."""
+    module = TrainingLoss(tagger)
+    if not context.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def no_sync(module: torch.nn.Module) -> AbstractContextManager:
+    """Around the forward and backward of every pass of a step but the last: gradients only
+    accumulate locally, the last pass all-reduces them (nothing to do outside torchrun)."""
+    return module.no_sync() if hasattr(module, "no_sync") else nullcontext()
 
 
 def all_reduce_sum(value: float, device: torch.device) -> float:

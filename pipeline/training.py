@@ -5,8 +5,9 @@ replaced atomically, so it stays loadable whatever happens), and ``checkpoint/``
 last epoch's model plus ``trainer_state.pt`` (optimizer, schedule, RNG, history) for
 ``--resume``. Nothing here imports spaCy, so training runs where only torch is installed.
 Under ``torchrun`` the same loop trains data-parallel (``pipeline/distributed.py``): each rank
-takes its slice of every global batch, gradients are summed across ranks, and rank 0 alone
-evaluates, logs and writes files.
+takes its slice of every global batch, the loss runs through ``DistributedDataParallel`` (which
+all-reduces the gradients during the backward pass), and rank 0 alone evaluates, logs and writes
+files.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Trainer:
             torch.manual_seed(s.seed + 7919 * self.dist.rank)
         distributed.verify_same_model(model, self.dist)
         self._prepare(model)
+        train_loss = distributed.data_parallel(model, self.dist, self.device)  # the model stays unwrapped
         unknown = {t for x in train_tags for t in x} - set(model.labels)
         if unknown:
             raise TagpipeError(f"training tags not in the model's label set: {sorted(unknown)[:10]}")
@@ -174,8 +176,9 @@ class Trainer:
             if bad_epochs >= s.patience:
                 break
             started = time.perf_counter()
-            loss = self._epoch(model, train, tag_ids, length_batches([len(x) for x in train], step_size, rng),
-                               optimizer, schedule, scaler, epoch)
+            loss = self._epoch(model, train_loss, train, tag_ids,
+                               length_batches([len(x) for x in train], step_size, rng), optimizer, schedule, scaler,
+                               epoch)
             seconds = time.perf_counter() - started
             torch_rngs = distributed.gather(torch.get_rng_state(), self.dist)
             if self.dist.is_main:  # rank 0 alone evaluates and writes; the others wait for its decision
@@ -206,7 +209,9 @@ class Trainer:
         best = distributed.broadcast(best, self.dist)
         return {"best": best, "history": history}
 
-    def _epoch(self, model, train, tag_ids, batches, optimizer, schedule, scaler, epoch) -> float:
+    def _epoch(self, model, train_loss, train, tag_ids, batches, optimizer, schedule, scaler, epoch) -> float:
+        """One pass over ``batches`` (global batches of sentence indices); ``train_loss(features, tags)``
+        is ``model.loss``, through DDP under torchrun. Returns the mean step loss."""
         s = self.settings
         model.train()
         total = 0.0
@@ -220,19 +225,22 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             batch_loss = 0.0
             batch = distributed.shard(global_batch, rank, world) if world > 1 else global_batch
-            for start in range(0, len(batch), micro):  # accumulate: passes of --batch-size / N
-                part = batch[start : start + micro]
+            # passes of --batch-size / N (accumulation). A rank that a global batch smaller than N left
+            # nothing still takes part in the all-reduce: one pass of weight 0 over a sentence rank 0 also runs
+            passes = [batch[i : i + micro] for i in range(0, len(batch), micro)] or [global_batch[:1]]
+            for k, part in enumerate(passes, 1):
                 features = to_device(model.featurize([train[i].tokens for i in part]), self.device)
                 tags = pad_tags([tag_ids[i] for i in part]).to(self.device)
-                with autocast:
-                    # the step's mean over the global batch (summed over passes and ranks)
-                    loss = model.loss(features, tags) * (len(part) / len(global_batch))
-                if not torch.isfinite(loss):
-                    raise TagpipeError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr or check the data")
-                scaler.scale(loss).backward()
+                share = len(part) / len(global_batch) if batch else 0.0  # the step's loss: the global batch's mean
+                # all passes but the last only accumulate; the last one's backward all-reduces the step
+                with nullcontext() if k == len(passes) else distributed.no_sync(train_loss):
+                    with autocast:
+                        loss = train_loss(features, tags) * share
+                    if not torch.isfinite(loss):
+                        raise TagpipeError(f"epoch {epoch}: the loss became {loss.item()}; "
+                                           "lower --lr or check the data")
+                    scaler.scale(loss * world).backward()  # DDP averages over ranks: N x the shares sums them
                 batch_loss += loss.item()
-            if world > 1:
-                distributed.all_reduce_gradients(model.parameters())  # before unscaling: every rank has one scale
             if s.clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -24,11 +26,17 @@ NO_DROPOUT = {"word_dim": 16, "char_dim": 8, "char_hidden": 8, "hidden": 16, "dr
 # no --dev (it would only add seqeval's import time): rank 0 keeps the model of the lowest loss
 OPTIONS = dict(train=TINY, encoder_config=NO_DROPOUT, batch_size=7, optimizer="sgd", lr=0.05,
                device="cpu", seed=3, patience=100)
+# the tiny BERT with grad checkpointing, steps of 39 sentences then 1: 13 passes of 3 in one process, on 2 ranks
+# 10 passes of 2 (the first 9 under no_sync) and then a step that leaves rank 1 nothing; weight decay would
+# move a parameter that got a zero gradient instead of none
+BERT = dict(train=TINY, encoder="bert", encoder_config={"dropout": 0.0}, batch_size=3, accumulate=13,
+            optimizer="sgd", lr=0.05, weight_decay=0.01, clip=0, grad_checkpointing=True, device="cpu", seed=3,
+            patience=100, epochs=1)
 
 
-def torchrun(tmp_path: Path, trace: Path, *args: str) -> subprocess.CompletedProcess:
+def torchrun(tmp_path: Path, trace: Path, *args: str, options: dict | None = None) -> subprocess.CompletedProcess:
     config = tmp_path / "train.json"
-    config.write_text(json.dumps({k.replace("_", "-"): v for k, v in OPTIONS.items()}))
+    config.write_text(json.dumps({k.replace("_", "-"): v for k, v in (options or OPTIONS).items()}))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                "cli.py", "train", "--config", str(config), "-q", *args]
     env = {**os.environ, distributed.TRACE_ENV: str(trace), "OMP_NUM_THREADS": "1"}
@@ -70,20 +78,57 @@ def test_outside_torchrun_nothing_is_distributed(monkeypatch):
     assert not distributed.is_main()
 
 
-def test_gradient_all_reduce_keeps_unreached_parameters_without_gradient(tmp_path, monkeypatch):
+class Toy(torch.nn.Module):
+    """A "tagger" whose ``loss`` reaches ``shared`` always, ``some`` only when asked, ``never`` never."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared, self.some, self.never = (torch.nn.Parameter(torch.ones(n)) for n in (3, 2, 2))
+
+    def loss(self, features: dict[str, torch.Tensor], tags: torch.Tensor) -> torch.Tensor:
+        x = features["x"]
+        loss = (self.shared * x).sum()
+        return loss + (self.some * x[:2]).sum() if tags.item() else loss
+
+
+def _toy_rank(rank: int, folder: str) -> None:
+    """One of 2 gloo ranks: two passes of a step (the first under ``no_sync``), as ``Trainer._epoch``
+    runs them; ``some`` is reached on rank 0 in the first pass only. Saves the gradients."""
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    dist.init_process_group("gloo", store=dist.FileStore(f"{folder}/store", 2), rank=rank, world_size=2)
     try:
-        monkeypatch.setattr(distributed, "BUCKET_ELEMENTS", 5)  # several buckets
-        params = [torch.nn.Parameter(torch.zeros(n)) for n in (3, 4, 2, 6)]
-        for p, n in zip(params[:3], (3, 4, 2), strict=True):
-            p.grad = torch.arange(n, dtype=torch.float32)
-        distributed.all_reduce_gradients(params)
-        assert [p.grad.tolist() for p in params[:3]] == [[0, 1, 2], [0, 1, 2, 3], [0, 1]]
-        assert params[3].grad is None  # no rank reached it: the optimizer skips it, as in one process
+        context = distributed.Context(world_size=2, rank=rank, owns_group=True)
+        toy = Toy()
+        module = distributed.data_parallel(toy, context, torch.device("cpu"))
+        for k, x in enumerate((1.0, 10.0), 1):
+            with distributed.no_sync(module) if k == 1 else contextlib.nullcontext():
+                loss = module({"x": torch.full((3,), x * (rank + 1))}, torch.tensor(rank == 0 and k == 1))
+                (loss * 2).backward()  # x world size, as the trainer does: DDP averages
+        torch.save({n: p.grad for n, p in toy.named_parameters()}, f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    os._exit(0)  # gloo's threads can abort interpreter finalization (see distributed.exit_launched_process)
+
+
+def test_data_parallel_sums_shares_and_keeps_unreached_parameters_without_gradient(tmp_path):
+    spawn = multiprocessing.get_context("spawn")
+    ranks = [spawn.Process(target=_toy_rank, args=(r, str(tmp_path))) for r in range(2)]
+    for process in ranks:
+        process.start()
+    try:
+        for process in ranks:
+            process.join(120)
+    finally:
+        for process in ranks:
+            if process.is_alive():
+                process.kill()
+    assert [p.exitcode for p in ranks] == [0, 0]
+    grads = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for g in grads:  # the sum over ranks and passes of each rank's gradient, on every rank
+        assert g["shared"].tolist() == [11.0 + 22.0] * 3
+        assert g["some"].tolist() == [1.0, 1.0]  # reached by one rank, in a no_sync pass
+        assert g["never"] is None  # no rank reached it: the optimizer skips it, as in one process
 
 
 def test_ranks_hold_identical_parameters_after_every_step(two_ranks):
@@ -122,3 +167,21 @@ def test_rank_zero_alone_reports_and_the_model_loads_predicts_and_resumes(two_ra
     tags = model.tag([["Angela", "Merkel", "met", "Emmanuel", "Macron", "in", "Paris", "."], ["Hello"]])
     assert [len(t) for t in tags] == [8, 1]
     assert all(t in model.labels for sentence in tags for t in sentence)
+
+
+def test_bert_with_checkpointing_accumulation_and_an_empty_slice_matches_one_process(tiny_bert_dir, tmp_path,
+                                                                                     monkeypatch):
+    from safetensors.torch import load_file
+
+    options = {**BERT, "pretrained": str(tiny_bert_dir)}
+    torchrun(tmp_path, tmp_path / "trace-two", "--output", str(tmp_path / "two"), options=options)
+    monkeypatch.setenv(distributed.TRACE_ENV, str(tmp_path / "trace-one"))
+    Trainer(TrainSettings(**options, output=str(tmp_path / "one")), log=lambda _: None, progress=False).run()
+    one, two = steps(tmp_path / "trace-one", 0), steps(tmp_path / "trace-two", 0)
+    assert [s["digest"] for s in two] == [s["digest"] for s in steps(tmp_path / "trace-two", 1)]
+    assert len(one) == len(two) == 2
+    assert [s["loss"] for s in two] == pytest.approx([s["loss"] for s in one], rel=1e-5, abs=1e-5)
+    final_one, final_two = (load_file(tmp_path / run / "model.safetensors") for run in ("one", "two"))
+    assert final_two.keys() == final_one.keys()
+    for name, tensor in final_one.items():  # after both steps, the second with an empty slice on rank 1
+        torch.testing.assert_close(final_two[name], tensor, rtol=0, atol=1e-5, msg=name)
