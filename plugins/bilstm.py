@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from pipeline.components import Encoder, lengths_to_mask
+from plugins.grouped_lstm import run_bilstm
 
 PAD, UNK, BOW, EOW = 0, 1, 2, 3  # BOW/EOW: char-only markers, so the CNN sees word edges
 CASINGS = ("<pad>", "lower", "upper", "title", "numeric", "has_digit", "mixed", "no_letters")
@@ -328,10 +329,7 @@ class BiLSTMEncoder(Encoder):
         char_feats[mask] = self.char_encoder(features["char_ids"][mask]).to(char_feats.dtype)
         x = torch.cat([words, char_feats, self.casing_embed(features["casing"])], dim=2)
         x = self._dropout(x)  # shape: [B, T, input_dim]
-        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=seq)  # shape: [B, T, 2 * hidden]
-        out = out * mask[:, :, None]  # zero-length rows ran one padding step: blank them
+        out = run_bilstm(self.lstm, x, lengths)  # shape: [B, T, 2 * hidden]
         return self._dropout(out)
 
     def _dropout(self, x: Tensor) -> Tensor:

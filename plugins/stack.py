@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.components import Encoder, lengths_to_mask
 from plugins.bilstm import _init_lstm, locked_dropout
+from plugins.grouped_lstm import run_bilstm
 
 
 def _stages(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -144,9 +144,5 @@ class ContextBiLSTM(Encoder):
         return asdict(self.cfg)
 
     def forward_features(self, inputs: Tensor, mask: Tensor) -> Tensor:
-        lengths = mask.sum(1).clamp(min=1).cpu()  # shape: [B]
-        packed = pack_padded_sequence(inputs.float(), lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])  # shape: [B, T, 2H]
-        out = out * mask[:, :, None]
+        out = run_bilstm(self.lstm, inputs.float(), mask.sum(1))  # shape: [B, T, 2H]
         return locked_dropout(out, self.cfg.dropout, self.training)

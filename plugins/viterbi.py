@@ -215,22 +215,70 @@ def marginals(
             (grad,) = torch.autograd.grad(log_partition(em, mask, transitions, start, end, "scan").sum(), em)
         return grad
     with torch.no_grad():
-        # shape: (batch, tags)
-        first = start + emissions[:, 0]
-        steps = _steps_time_major(emissions, mask, transitions, identity=True)
-        floor = torch.finfo(dtype).min
-        alphas = [first.T.contiguous()]
-        for step in steps.unbind(0):
-            alphas.append(_logsumexp(step + alphas[-1][:, None, :], 0, floor))
-        # identity steps past each row's end carry `end` back to its last token
-        betas = [end[:, None].expand(-1, emissions.shape[0])]
-        for step in reversed(steps.unbind(0)):
-            betas.append(_logsumexp(step + betas[-1][None, :, :], 1, floor))
-        betas.reverse()
-        # shape: (seq, tags, batch)
-        both = torch.stack(alphas) + torch.stack(betas)
-        log_z = torch.logsumexp(both[0], dim=0)
-        return (both - log_z).exp_().permute(2, 0, 1) * mask[:, :, None]
+        if transitions.dim() != 2:  # per-step transitions (MEMMs): no shared matrix to factor out
+            return _log_forward_backward(emissions, mask, transitions, start, end)
+        probs = _scaled_forward_backward(emissions, mask, transitions, start, end)
+        if not bool(torch.isfinite(probs).all()):
+            # every path of a row underflowed a step (scores ~90 apart in float32): log space
+            probs = _log_forward_backward(emissions, mask, transitions, start, end)
+        return probs
+
+
+def _scaled_forward_backward(
+    emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tensor:
+    """Forward-backward in probability space, rescaled at every step (the scaled HMM recursion).
+
+    A step's matrix ``exp(transitions[i, j] + emissions[t, j])`` factors into ``exp(transitions)``
+    (one ``[C, C]`` matrix) times ``exp(emissions[t])``, so each step is a small matrix product,
+    a multiply and a normalisation, with no ``[T, C, C, B]`` temporaries and no log/exp in the
+    loop: about 10x faster than a log-space loop at NER sizes, and more accurate in float32.
+    Both factors are shifted by their maximum and ``alpha``/``beta`` renormalised to sum 1, so
+    nothing overflows; their unknown scales cancel in the per-position normalisation.
+    """
+    batch, seq, c = emissions.shape
+    floor = torch.finfo(emissions.dtype).min
+    trans = (transitions - transitions.amax().clamp(min=floor)).exp()  # shape: (from, to)
+    trans_t = trans.T.contiguous()
+    # shape: (seq, tags, batch)
+    emit = emissions.permute(1, 2, 0)
+    emit = (emit - emit.amax(1, keepdim=True).clamp_(min=floor)).exp_()
+    valid = mask.T[:, None, :]  # shape: (seq, 1, batch); padded steps carry alpha and beta through
+    first = start[:, None] + emissions[:, 0].T
+    alpha = (first - first.amax(0).clamp_(min=floor)).exp_()
+    alphas = [alpha / alpha.sum(0)]
+    for t in range(1, seq):
+        alpha = torch.mm(trans_t, alphas[-1]).mul_(emit[t])
+        alphas.append(torch.where(valid[t], alpha.div_(alpha.sum(0)), alphas[-1]))
+    betas = [(end - end.amax().clamp(min=floor)).exp()[:, None].expand(c, batch)]
+    for t in range(seq - 1, 0, -1):
+        beta = torch.mm(trans, emit[t] * betas[-1])
+        betas.append(torch.where(valid[t], beta.div_(beta.sum(0)), betas[-1]))
+    betas.reverse()
+    both = torch.stack(alphas).mul_(torch.stack(betas))
+    both = both.div_(both.sum(1, keepdim=True))
+    return both.permute(2, 0, 1) * mask[:, :, None]
+
+
+def _log_forward_backward(
+    emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tensor:
+    """The same marginals in log space: slower, but no step can underflow."""
+    floor = torch.finfo(emissions.dtype).min
+    steps = _steps_time_major(emissions, mask, transitions, identity=True)
+    # shape: (tags, batch)
+    alphas = [(start + emissions[:, 0]).T.contiguous()]
+    for step in steps.unbind(0):
+        alphas.append(_logsumexp(step + alphas[-1][:, None, :], 0, floor))
+    # identity steps past each row's end carry `end` back to its last token
+    betas = [end[:, None].expand(-1, emissions.shape[0])]
+    for step in reversed(steps.unbind(0)):
+        betas.append(_logsumexp(step + betas[-1][None, :, :], 1, floor))
+    betas.reverse()
+    # shape: (seq, tags, batch)
+    both = torch.stack(alphas) + torch.stack(betas)
+    log_z = torch.logsumexp(both[0], dim=0)
+    return (both - log_z).exp_().permute(2, 0, 1) * mask[:, :, None]
 
 
 def _logsumexp(scores: Tensor, dim: int, floor: float) -> Tensor:

@@ -203,6 +203,24 @@ def test_marginals_under_inference_mode():
         torch.testing.assert_close(crf.marginals(emissions, mask), expected)
 
 
+def test_marginals_scaled_recursion_is_exact_and_survives_extreme_scores():
+    """The probability-space recursion matches float64 log space; scores far beyond float32's
+    exponent range (every path of a step underflows) take the log-space path, not NaN."""
+    torch.manual_seed(3)
+    emissions = torch.randn(6, 30, 9) * 5
+    lengths = torch.tensor([30, 1, 2, 17, 29, 8])
+    mask = torch.arange(30)[None] < lengths[:, None]
+    trans, start, end = torch.randn(9, 9) * 3, torch.randn(9), torch.randn(9)
+    trans[0, 3] = trans[4, 1] = float("-inf")
+    exact = viterbi._log_forward_backward(emissions.double(), mask, trans.double(), start.double(), end.double())
+    torch.testing.assert_close(viterbi.marginals(emissions, mask, trans, start, end, "loop").double(), exact,
+                               atol=2e-6, rtol=0)
+    huge = emissions * 400
+    probs = viterbi.marginals(huge, mask, trans, start, end, "loop")
+    assert not torch.isfinite(viterbi._scaled_forward_backward(huge, mask, trans, start, end)).all()
+    torch.testing.assert_close(probs, viterbi._log_forward_backward(huge, mask, trans, start, end))
+
+
 def torchcrf_like_decode(emissions, mask, trans, start, end):
     """A textbook Viterbi in plain Python, one row at a time."""
     out = torch.full(mask.shape, -1)
