@@ -275,39 +275,47 @@ class BiLSTMEncoder(Encoder):
         return hit
 
     def featurize(self, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
-        """``word_ids``/``casing`` ``[B, T]``, ``char_ids`` ``[B, T, L]``, ``lengths`` ``[B]``.
+        """``word_ids``/``casing``/``char_index`` ``[B, T]``, ``char_ids`` ``[U, L]``, ``lengths`` ``[B]``.
 
-        ``T`` is the longest sentence and ``L`` the longest word (+2 markers) of the batch; all
-        padding is 0. Char ids are scattered into place with one indexing op, not nested lists.
+        ``char_ids`` holds the characters of the batch's ``U`` distinct token strings (a batch of
+        128 sentences has ~40% distinct tokens), ``char_index`` says which row each token reads,
+        so inference runs the character encoder once per distinct word. ``T`` is the longest
+        sentence and ``L`` the longest word (+2 markers); padding is 0. Char ids are scattered
+        into place with one indexing op, not nested lists.
         """
         lengths = [len(s) for s in sentences]
         batch, seq = len(sentences), max(lengths, default=0)
         word_ids = [0] * (batch * seq)
         casings = [0] * (batch * seq)
+        char_index = [0] * (batch * seq)
+        distinct: dict[str, int] = {}
         flat_chars: list[int] = []
         char_lens: list[int] = []
-        slots: list[int] = []
         for b, sentence in enumerate(sentences):
             base = b * seq
             for t, token in enumerate(sentence):
                 word, case, chars = self._token(token)
                 word_ids[base + t] = word
                 casings[base + t] = case
-                flat_chars += chars
-                char_lens.append(len(chars))
-                slots.append(base + t)
+                row = distinct.get(token)
+                if row is None:
+                    row = distinct[token] = len(distinct)
+                    flat_chars += chars
+                    char_lens.append(len(chars))
+                char_index[base + t] = row
         width = max(char_lens, default=1)
-        char_ids = torch.zeros(batch * seq * width, dtype=torch.long)
+        char_ids = torch.zeros(len(distinct) * width, dtype=torch.long)
         if flat_chars:
             lens = torch.tensor(char_lens)
-            starts = torch.tensor(slots) * width
-            offsets = torch.cumsum(lens, 0) - lens  # where each token's chars start in flat_chars
+            starts = torch.arange(len(distinct)) * width
+            offsets = torch.cumsum(lens, 0) - lens  # where each word's chars start in flat_chars
             pos = torch.arange(len(flat_chars)) - torch.repeat_interleave(offsets, lens)
             char_ids[torch.repeat_interleave(starts, lens) + pos] = torch.tensor(flat_chars)
         return {
             "word_ids": torch.tensor(word_ids, dtype=torch.long).view(batch, seq),
             "casing": torch.tensor(casings, dtype=torch.long).view(batch, seq),
-            "char_ids": char_ids.view(batch, seq, width),
+            "char_ids": char_ids.view(len(distinct), width),
+            "char_index": torch.tensor(char_index, dtype=torch.long).view(batch, seq),
             "lengths": torch.tensor(lengths, dtype=torch.long),
         }
 
@@ -325,8 +333,12 @@ class BiLSTMEncoder(Encoder):
             word_ids = word_ids.masked_fill(drop, UNK)
         words = self.word_embed(word_ids)  # shape: [B, T, word_dim]
         char_feats = words.new_zeros(batch, seq, self.char_encoder.output_dim)
-        # only real tokens; under autocast the char encoder may answer in bf16/fp16
-        char_feats[mask] = self.char_encoder(features["char_ids"][mask]).to(char_feats.dtype)
+        chars, rows = features["char_ids"], features["char_index"][mask]  # only real tokens
+        if self.training:  # one row per token: each occurrence draws its own dropout
+            encoded = self.char_encoder(chars[rows])
+        else:  # once per distinct word
+            encoded = self.char_encoder(chars)[rows]
+        char_feats[mask] = encoded.to(char_feats.dtype)  # under autocast the encoder may answer in bf16/fp16
         x = torch.cat([words, char_feats, self.casing_embed(features["casing"])], dim=2)
         x = self._dropout(x)  # shape: [B, T, input_dim]
         out = run_bilstm(self.lstm, x, lengths)  # shape: [B, T, 2 * hidden]

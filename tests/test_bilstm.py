@@ -26,6 +26,21 @@ def build(**config) -> BiLSTMEncoder:
     return BiLSTMEncoder.from_corpus(CORPUS, **{**TINY, **config})
 
 
+def token_chars(feats, b: int, t: int):
+    """The char ids of token ``t`` of sentence ``b`` (one row per distinct token)."""
+    return feats["char_ids"][feats["char_index"][b, t]]
+
+
+def test_repeated_tokens_share_one_char_row_with_the_same_features_as_per_token():
+    enc = build(dropout=0.0, word_dropout=0)  # training mode then differs only in the char path
+    sentences = [["the", "cat", "saw", "the", "Cat"], ["the", "end"]]
+    feats = enc.featurize(sentences)
+    assert feats["char_ids"].shape[0] == 5  # the, cat, saw, Cat, end
+    assert feats["char_index"][0, 0] == feats["char_index"][0, 3] == feats["char_index"][1, 0]
+    with torch.no_grad():
+        torch.testing.assert_close(enc.eval()(feats), enc.train()(feats))  # distinct-word vs per-token path
+
+
 def test_registered_without_importing_torch_eagerly():
     from pipeline.plugins import get_registry
 
@@ -45,12 +60,14 @@ def test_featurize_shapes_and_padding():
     enc = build()
     feats = enc.featurize([CORPUS[1], CORPUS[0]])
     assert feats["word_ids"].shape == feats["casing"].shape == (2, 9)
-    assert feats["char_ids"].shape == (2, 9, len("Blackburn") + 2)  # longest word + BOW/EOW
+    # one row per distinct token, as wide as the longest word + BOW/EOW
+    assert feats["char_ids"].shape == (11, len("Blackburn") + 2)
+    assert feats["char_index"].shape == (2, 9) and (feats["char_index"][0, 2:] == 0).all()
     assert feats["lengths"].tolist() == [2, 9]
     assert all(t.dtype == torch.long for t in feats.values())
-    assert (feats["word_ids"][0, 2:] == PAD).all() and (feats["char_ids"][0, 2:] == PAD).all()
+    assert (feats["word_ids"][0, 2:] == PAD).all()
     assert (feats["word_ids"][1] != PAD).all()
-    peter = feats["char_ids"][0, 0]
+    peter = token_chars(feats, 0, 0)
     assert [enc.chars[i] for i in peter[1:6]] == list("Peter") and (peter[7:] == PAD).all()
 
 
@@ -69,13 +86,13 @@ def test_unknown_words_and_chars_map_to_unk():
     enc = build()
     feats = enc.featurize([["zebra", "Ωmega"]])
     assert feats["word_ids"][0].tolist() == [UNK, UNK]
-    assert feats["char_ids"][0, 1, 1].item() == UNK  # "Ω" never seen
-    assert feats["char_ids"][0, 1, 2].item() == enc.char_index["m"]
+    assert token_chars(feats, 0, 1)[1].item() == UNK  # "Ω" never seen
+    assert token_chars(feats, 0, 1)[2].item() == enc.char_index["m"]
 
 
 def test_long_words_keep_both_ends():
     enc = build(max_word_len=6)
-    chars = enc.featurize([["boycotting"]])["char_ids"][0, 0]
+    chars = token_chars(enc.featurize([["boycotting"]]), 0, 0)
     assert chars.shape == (8,)
     assert "".join(enc.chars[i] for i in chars[1:-1]) == "boying"
 
@@ -103,7 +120,8 @@ def test_word_dropout_only_in_training():
     enc = build(word_dropout=1e9, dropout=0.0)  # P(unk) = 1 in float32 for every training word
     feats = enc.featurize([CORPUS[0]])
     unk_only = enc.featurize([["qqq"] * 9])
-    unk_only["char_ids"], unk_only["casing"] = feats["char_ids"], feats["casing"]
+    for name in ("char_ids", "char_index", "casing"):
+        unk_only[name] = feats[name]
     torch.testing.assert_close(enc.train()(feats), enc(unk_only))
     enc.eval()
     first = enc(feats)
