@@ -105,3 +105,14 @@ def test_config_file_values_are_defaults_that_flags_override(tmp_path):
     assert (tmp_path / "flag" / "config.json").is_file() and not (tmp_path / "from-config").exists()
     meta = json.loads((tmp_path / "flag" / "config.json").read_text())["meta"]["settings"]
     assert meta["epochs"] == 1 and meta["batch_size"] == 8 and meta["encoder_config"] == SMALL
+
+
+def test_config_file_format_reaches_the_reader(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"train": TINY, "format": "no-such-format", "output": str(tmp_path / "m")}))
+    result = CliRunner().invoke(cli, ["train", "--config", str(config), "-q"])
+    assert result.exit_code != 0 and "no-such-format" in result.output

@@ -11,6 +11,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     """Eager callback: the file's values become defaults, so explicit flags still win."""
     if value:
         values = read_config_file(value)
+        if "format" in values:  # the option's parameter is format_ (format is a builtin)
+            values["format_"] = values.pop("format")
         ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 
