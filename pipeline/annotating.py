@@ -50,6 +50,12 @@ class Settings:
     strict: bool = False
     resume: bool = False
     checkpoint_seconds: float = 1.0  # how often the resume sidecar is written
+    engine: str = "local"  # "local" (this process, or --n-process workers) or "ray" (pipeline.ray_engine)
+    address: str | None = None  # Ray: a cluster to join (None: start a local instance)
+    num_workers: int | None = None  # Ray: actors (None: one per --threads CPUs, or per GPU share)
+    gpus_per_worker: float = 0.0
+    unordered: bool = False  # Ray: write batches as they finish (records keyed by id)
+    ray_dashboard: bool = False  # Ray: a local instance's dashboard, on 127.0.0.1
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a run and its ``--resume`` (not speed settings)."""
@@ -57,7 +63,7 @@ class Settings:
         return {"inputs": absolute, "input_format": self.input_format, "models": self.models,
                 "pipeline": self.pipeline, "output_format": self.output_format, "html": self.html,
                 "html_page_size": self.html_page_size, "existing_ents": self.existing_ents,
-                "scores": self.scores}
+                "scores": self.scores, "unordered": self.unordered}
 
 
 @dataclass
@@ -288,6 +294,10 @@ def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
 
 
 def _annotated(annotator: Annotator, batches: Iterator[list[Item]], settings: Settings):
+    if settings.engine == "ray":
+        from pipeline.ray_engine import annotate
+
+        return annotate(annotator, batches, settings)
     if settings.n_process == 1:
         return map(annotator, batches)
     from pipeline.workers import parallel

@@ -25,6 +25,18 @@ EXISTING_ENTS = ("overwrite", "merge", "keep")
 @click.option("--n-process", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process (or --n-process workers); ray: a pool of Ray actors (Ray Data), "
+                   "needs pip install 'tagpipe[distributed]'.")
+@click.option("--address", default=None, help="Ray: the cluster to join (e.g. auto, or HOST:6379); default: start "
+                                               "a local Ray instance.")
+@click.option("--num-workers", type=int, default=None,
+              help="Ray: worker actors, each loading the model once (default: one per --threads CPUs).")
+@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
+              help="Ray: GPUs per worker (0.5: two workers share one); the model runs on them.")
+@click.option("--unordered", is_flag=True, help="Ray: write batches as they finish (JSONL records keyed by "
+                                                "id) instead of in input order.")
+@click.option("--ray-dashboard", is_flag=True, help="Ray: start a local instance's dashboard (on 127.0.0.1).")
 @click.option("--existing-ents", type=click.Choice(EXISTING_ENTS), default=None,
               help="What a model does with entities already set (default: the first model overwrites, "
                    "later ones and those after --pipeline merge).")
@@ -38,7 +50,8 @@ EXISTING_ENTS = ("overwrite", "merge", "keep")
 def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str | None, output: str,
              output_format: str | None, input_format: str | None, html: str | None, html_page_size: int,
              batch_size: int, n_process: int, threads: int, device: str, existing_ents: str | None, scores: bool,
-             resume: bool, strict: bool, quiet: bool, checkpoint_seconds: float) -> None:
+             resume: bool, strict: bool, quiet: bool, checkpoint_seconds: float, engine: str, address: str | None,
+             num_workers: int | None, gpus_per_worker: float, unordered: bool, ray_dashboard: bool) -> None:
     """Annotate INPUT files or folders ('-' for stdin): plain text (one document per line), JSONL
     (a "text" or "tokens" field; other fields are carried through), CoNLL, CoNLL-U or spaCy .spacy.
 
@@ -46,12 +59,22 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
     Bad lines are skipped with a warning naming them and counted in the summary (--strict: stop).
     """
     from pipeline.annotating import Settings, run
+    from pipeline.errors import TagpipeError
 
     settings = Settings(inputs=list(inputs), input_format=input_format, models=list(models), pipeline=pipeline_dir,
                         output=output, output_format=output_format, html=html, html_page_size=html_page_size,
                         batch_size=batch_size, n_process=n_process, device=device, threads=threads,
                         existing_ents=existing_ents, scores=scores, strict=strict, resume=resume,
-                        checkpoint_seconds=checkpoint_seconds)
+                        checkpoint_seconds=checkpoint_seconds, engine=engine, address=address,
+                        num_workers=num_workers, gpus_per_worker=gpus_per_worker, unordered=unordered,
+                        ray_dashboard=ray_dashboard)
+    if engine == "ray":
+        from pipeline.ray_engine import check
+
+        check(settings)  # a missing Ray or a refused option fails here, before the model is loaded
+    elif address or num_workers is not None or gpus_per_worker or unordered or ray_dashboard:
+        raise TagpipeError("--address, --num-workers, --gpus-per-worker, --unordered and --ray-dashboard need "
+                           "--engine ray")
     stats = run(settings, warn=lambda message: click.echo(message, err=True), progress=not quiet)
     if not quiet:
         click.echo(stats.summary(), err=True)
