@@ -32,9 +32,10 @@ BYTES_VERSION = 1
 
 
 class ModelComponent:
-    """Plumbing shared by our spaCy components: batched ``pipe`` and the model folder saved with the
-    pipeline, on disk or as bytes. Subclasses give ``loaded()`` (the model, read on first use),
-    ``adopt(model)``, ``load_model(path, device)`` and ``set_annotations(docs)``."""
+    """Plumbing shared by our spaCy components: batched ``pipe``, the model folder saved with the
+    pipeline, on disk or as bytes, and pickling with the weights. Subclasses give ``loaded()`` (the
+    model, read on first use), ``adopt(model)``, ``load_model(path, device)``, ``set_annotations(docs)``
+    and ``init_kwargs()``; their constructor is ``(nlp, name, **init_kwargs())``."""
 
     name: str
     batch_size: int
@@ -51,6 +52,14 @@ class ModelComponent:
 
     def set_annotations(self, docs: list[Doc]) -> None:
         raise NotImplementedError
+
+    def init_kwargs(self) -> dict[str, Any]:
+        """The constructor's keyword arguments that rebuild this component (its config)."""
+        raise NotImplementedError
+
+    def __reduce__(self):
+        # Pickled with the weights: a spawned nlp.pipe worker rebuilds us once, without disk reads.
+        return (_rebuild, (type(self), self.name, self.init_kwargs(), self.to_bytes()))
 
     def __call__(self, doc: Doc) -> Doc:
         self.set_annotations([doc])
@@ -171,13 +180,9 @@ class TaggerComponent(ModelComponent):
 
         return Tagger.load(path, device=device)
 
-    def _init_kwargs(self) -> dict[str, Any]:
+    def init_kwargs(self) -> dict[str, Any]:
         return {"model": self.model_path, "batch_size": self.batch_size, "device": self.device,
                 **self.train_config, **self.options}
-
-    def __reduce__(self):
-        # Pickled with the weights: a spawned nlp.pipe worker rebuilds us once, without disk reads.
-        return (_rebuild, (type(self), self.name, self._init_kwargs(), self.to_bytes()))
 
     # -- training inside spaCy -----------------------------------------------------------
     def gold_tags(self, example: Example) -> list[str | None]:
@@ -249,7 +254,7 @@ class TaggerComponent(ModelComponent):
         return out
 
 
-def _rebuild(cls: "type[TaggerComponent]", name: str, kwargs: dict[str, Any], data: bytes) -> "TaggerComponent":
+def _rebuild(cls: "type[ModelComponent]", name: str, kwargs: dict[str, Any], data: bytes) -> "ModelComponent":
     component = cls(None, name, **kwargs)
     return component.from_bytes(data)
 

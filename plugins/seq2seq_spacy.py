@@ -44,8 +44,8 @@ class Seq2SeqComponent(ModelComponent):
     #: spaCy inspects ``proc.model`` for thinc models (``hasattr`` would load ours): ours is ``seq2seq``
     model = None
 
-    def __init__(self, name: str, *, model: str | None, batch_size: int = 16, device: str = "cpu",
-                 **decoding: Any) -> None:
+    def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 16,
+                 device: str = "cpu", **decoding: Any) -> None:
         from plugins.generation import STRATEGIES
 
         if decoding.get("strategy", "greedy") not in STRATEGIES:
@@ -90,14 +90,8 @@ class Seq2SeqComponent(ModelComponent):
 
         return Seq2SeqModel.load(path, device=device)
 
-    def __reduce__(self):
-        # Pickled with the weights: a spawned nlp.pipe worker rebuilds us once, without disk reads.
-        kwargs = {"model": self.model_path, "batch_size": self.batch_size, "device": self.device, **self.decoding}
-        return (_rebuild, (self.name, kwargs, self.to_bytes()))
-
-
-def _rebuild(name: str, kwargs: dict[str, Any], data: bytes) -> Seq2SeqComponent:
-    return Seq2SeqComponent(name, **kwargs).from_bytes(data)
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"model": self.model_path, "batch_size": self.batch_size, "device": self.device, **self.decoding}
 
 
 @Language.factory(
@@ -109,6 +103,6 @@ def make_seq2seq(nlp: Language, name: str, model: str | None, batch_size: int, d
                  num_beams: int, length_penalty: float, top_k: int, top_p: float, temperature: float, seed: int,
                  max_length: int | None) -> Seq2SeqComponent:
     """``model``: a tagpipe seq2seq folder; the rest choose the decoding (``docs/seq2seq.md``)."""
-    return Seq2SeqComponent(name, model=model, batch_size=batch_size, device=device, strategy=strategy,
+    return Seq2SeqComponent(nlp, name, model=model, batch_size=batch_size, device=device, strategy=strategy,
                             num_beams=num_beams, length_penalty=length_penalty, top_k=top_k, top_p=top_p,
                             temperature=temperature, seed=seed, max_length=max_length)

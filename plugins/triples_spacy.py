@@ -3,7 +3,8 @@
 ``doc._.tagpipe_triples`` is a list of ``(subject Span, relation, object Span)``; each sentence
 is run separately when sentence boundaries are set, else the whole doc. The model is read
 lazily (``add_pipe`` stays cheap), saved as its model folder inside the pipeline folder
-(``to_disk``) or as a msgpack dict of that folder's files (``to_bytes``). The factory comes
+(``to_disk``) or as a msgpack dict of that folder's files (``to_bytes``), and pickled with its
+weights (``nlp.pipe(n_process=2)``, ``tagpipe annotate --n-process``). The factory comes
 through the ``spacy_factories`` entry point (importing this module also registers it).
 """
 
@@ -87,6 +88,10 @@ class TriplesComponent(ModelComponent):
         from plugins.triples import TripleModel
 
         return TripleModel.load(path, device=device)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"model": self.model_path, "batch_size": self.batch_size, "device": self.device,
+                "threshold": self.threshold}
 
 
 @Language.factory(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 
 import pytest
 import torch
@@ -184,6 +185,9 @@ def test_spacy_component_sets_triples_and_survives_to_disk(saved_models, tmp_pat
     component = loaded.get_pipe("tagpipe_triples")
     copy = type(component)(None, "copy", model=None, threshold=-1e6).from_bytes(component.to_bytes())
     assert plain(copy(nlp.make_doc("the cat sat on the mat"))) == plain(doc)
+    clone = pickle.loads(pickle.dumps(component))  # how nlp.pipe(n_process=2) and --n-process spawn send it
+    assert clone.is_loaded and clone.threshold == -1e6 and plain(clone(nlp.make_doc("the cat sat on the mat"))) == \
+        plain(doc)
 
 
 # -- WebNLG and the CLI -------------------------------------------------------------------------------
