@@ -10,6 +10,10 @@ reader counts it (:class:`WebNLGStats`). ``rel2id.json`` is a list holding one n
 Each :class:`~corpora.types.Sentence` has ``tokens``, ``text`` and ``extra``:
 ``triples`` (``[s_start, s_end, relation, o_start, o_end]`` lists), ``triple_strings`` (the file's
 triples, de-duplicated) and ``unlocated``.
+
+For seq2seq, :func:`webnlg_pairs` turns a file into ``{"source", "target"}`` pairs in either
+direction, with triples linearised as ``subject | relation | object ; subject | relation | object``
+(:func:`linearise`); :func:`parse_linearised` reads such a text back (a generated one included).
 """
 
 from __future__ import annotations
@@ -103,6 +107,47 @@ def read_relations(path: str | Path) -> list[str]:
     if not isinstance(mapping, dict):
         raise CorpusError(display_name(path), 1, "expected a name-to-id object (or a list holding one)")
     return [name for name, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
+
+
+# -- linearised triples, for seq2seq --------------------------------------------------------------
+FIELD_SEPARATOR = " | "
+TRIPLE_SEPARATOR = " ; "
+DIRECTIONS = ("text2triples", "triples2text")
+
+
+def linearise(triples: Sequence[Sequence[str]]) -> str:
+    """``[(s, r, o), ...]`` as ``"s | r | o ; s | r | o"`` (no WebNLG entity holds ``|`` or ``;``)."""
+    return TRIPLE_SEPARATOR.join(FIELD_SEPARATOR.join(" ".join(part.split()) for part in t) for t in triples)
+
+
+def parse_linearised(text: str) -> list[tuple[str, str, str]]:
+    """The triples of a linearised text, in order, each once; spaces around the separators are
+    optional, and a chunk without exactly three non-empty parts is passed over."""
+    triples: list[tuple[str, str, str]] = []
+    for chunk in text.split(";"):
+        parts = [" ".join(p.split()) for p in chunk.split("|")]
+        if len(parts) == 3 and all(parts) and tuple(parts) not in triples:
+            triples.append((parts[0], parts[1], parts[2]))
+    return triples
+
+
+def is_linearised(text: str) -> bool:
+    """Whether ``text`` is linearised triples through and through (each chunk ``s | r | o``)."""
+    chunks = text.split(";")
+    return all(len(parts := chunk.split("|")) == 3 and all(p.strip() for p in parts) for chunk in chunks)
+
+
+def webnlg_pairs(path: str | Path, direction: str) -> list[dict[str, str]]:
+    """``{"source", "target"}`` pairs of a WebNLG file: ``text2triples`` (text -> linearised
+    triples) or ``triples2text``. Every triple of the file counts, located in the text or not."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
+    pairs = []
+    for sentence in read_webnlg(path):
+        text, triples = sentence.text, linearise(sentence.extra["triple_strings"])
+        pairs.append({"source": text, "target": triples} if direction == "text2triples"
+                     else {"source": triples, "target": text})
+    return pairs
 
 
 class WebNLGFormat(CorpusFormat):

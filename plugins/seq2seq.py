@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, TagpipeError
 from plugins.bert import check_pretrained_folder, load_tokenizer, quiet_transformers
 
 FORMAT_VERSION = 1
@@ -285,17 +285,34 @@ def read_pairs(path: str | Path, *, need_target: bool = True) -> list[dict[str, 
     return records
 
 
+#: what ``load_pairs`` reads: JSONL pairs, or a WebNLG file turned into pairs one way or the other
+PAIR_FORMATS = ("jsonl", "webnlg-text2triples", "webnlg-triples2text")
+
+
+def load_pairs(path: str | Path, format: str = "jsonl") -> list[dict[str, Any]]:
+    """Source/target pairs of ``path``: JSONL (:func:`read_pairs`), or a WebNLG JSON file as
+    ``webnlg-text2triples`` (text -> linearised triples) / ``webnlg-triples2text`` pairs."""
+    if format == "jsonl":
+        return read_pairs(path)
+    if format not in PAIR_FORMATS:
+        raise TagpipeError(f"seq2seq pairs are read as --format {', '.join(PAIR_FORMATS)}, not {format!r}")
+    from corpora.webnlg import webnlg_pairs
+
+    return webnlg_pairs(path, format.removeprefix("webnlg-"))
+
+
 def train_seq2seq(*, train: str | Path, output: str | Path, pretrained: str | Path, dev: str | Path | None = None,
                   epochs: int = 3, batch_size: int = 16, lr: float = 5e-5, max_source_length: int = 128,
-                  max_target_length: int = 64, seed: int = 0, device: str = "cpu",
+                  max_target_length: int = 64, seed: int = 0, device: str = "cpu", format: str = "jsonl",
                   log: Any = print) -> dict[str, Any]:
-    """Fine-tune ``pretrained`` on JSONL pairs (``source``, ``target``) and save to ``output``.
+    """Fine-tune ``pretrained`` on source/target pairs (``format``: :data:`PAIR_FORMATS`) and save to
+    ``output``.
 
     AdamW with linear decay and gradient clipping at 1.0; with ``dev``, the model with the
     lowest dev loss is kept, else the last one. Returns the loss history.
     """
-    pairs = read_pairs(train)
-    dev_pairs = read_pairs(dev) if dev is not None else []
+    pairs = load_pairs(train, format)
+    dev_pairs = load_pairs(dev, format) if dev is not None else []
     if not pairs:
         raise ModelError(f"{train}: no training pairs")
     torch.manual_seed(seed)
@@ -328,7 +345,7 @@ def train_seq2seq(*, train: str | Path, output: str | Path, pretrained: str | Pa
         log(message)
         if not dev_pairs or history["dev_loss"][-1] < best:
             best = history["dev_loss"][-1] if dev_pairs else best
-            model.meta = {"trained_from": Path(pretrained).name, "epochs": epoch, "lr": lr,
+            model.meta = {"trained_from": Path(pretrained).name, "format": format, "epochs": epoch, "lr": lr,
                           "batch_size": batch_size, "seed": seed, **history}
             model.save(output)
     return history

@@ -64,3 +64,20 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     from tests.tiny_models import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+#: a WebNLG-style corpus in the tiny BERT's words: a subject in two triples, a multi-word entity
+TINY_WEBNLG = [
+    {"text": "the cat sat on the mat .", "triple_list": [["cat", "r1", "mat"], ["cat", "r0", "the mat"]]},
+    {"text": "the dog ran home .", "triple_list": [["dog", "r0", "home"]]},
+    {"text": "a big house is green .", "triple_list": [["big house", "r2", "green"]]},
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_webnlg(tmp_path_factory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("webnlg") / "tiny.json"
+    path.write_text(json.dumps(TINY_WEBNLG))
+    return path

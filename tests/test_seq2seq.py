@@ -228,3 +228,18 @@ def test_plugin_and_factory_are_declared_in_setup_cfg():
     assert "seq2seq = plugins.seq2seq_hooks" in entry_points["tagpipe"]
     assert "tagpipe_seq2seq = plugins.seq2seq_spacy:make_seq2seq" in entry_points["spacy_factories"]
     assert BUILTIN_PLUGINS["seq2seq"] == "plugins.seq2seq_hooks"
+
+
+def test_load_pairs_reads_jsonl_and_webnlg_both_ways(tiny_webnlg, tmp_path):
+    from pipeline.errors import TagpipeError
+    from plugins.seq2seq import load_pairs
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(COPY[0]) + "\n")
+    assert load_pairs(data) == [COPY[0]]
+    assert load_pairs(tiny_webnlg, "webnlg-text2triples")[1] == {"source": "the dog ran home .",
+                                                                 "target": "dog | r0 | home"}
+    assert load_pairs(tiny_webnlg, "webnlg-triples2text")[1] == {"source": "dog | r0 | home",
+                                                                 "target": "the dog ran home ."}
+    with pytest.raises(TagpipeError, match="not 'conll'"):
+        load_pairs(data, "conll")

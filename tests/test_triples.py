@@ -271,3 +271,36 @@ def test_spacy_component_runs_sentences_separately(saved_models):
     triples = doc._.tagpipe_triples
     assert triples and all(sentence_of[s.start] == sentence_of[o.end - 1] for s, _, o in triples)
     assert {sentence_of[s.start] for s, _, _ in triples} == {0, 4}
+
+
+# -- linearised triples (seq2seq on WebNLG) -----------------------------------------------------------
+def test_linearise_and_parse_back():
+    from corpora.webnlg import is_linearised, linearise, parse_linearised
+
+    triples = [("1 . FC Köln", "manager", "Peter Stöger"), ("1 . FC Köln", "season", "2014")]
+    text = linearise(triples)
+    assert text == "1 . FC Köln | manager | Peter Stöger ; 1 . FC Köln | season | 2014"
+    assert parse_linearised(text) == triples and is_linearised(text)
+    # generated text: any spacing, a broken chunk and a repeat are passed over
+    assert parse_linearised("a|r|b;  a | r |  b ; c | r ; | r | d ; e | s | f") == [("a", "r", "b"), ("e", "s", "f")]
+    assert not is_linearised("Rome is the capital of Italy .") and not is_linearised("a | r | b ; c | r")
+
+
+def test_webnlg_pairs_both_ways(tiny_webnlg):
+    from corpora.webnlg import webnlg_pairs
+
+    text2triples = webnlg_pairs(tiny_webnlg, "text2triples")
+    assert text2triples[0] == {"source": "the cat sat on the mat .", "target": "cat | r1 | mat ; cat | r0 | the mat"}
+    assert webnlg_pairs(tiny_webnlg, "triples2text") == [{"source": p["target"], "target": p["source"]}
+                                                         for p in text2triples]
+    with pytest.raises(ValueError, match="direction"):
+        webnlg_pairs(tiny_webnlg, "both")
+
+
+def test_linearisation_is_lossless_on_the_real_files():
+    from corpora.webnlg import parse_linearised, read_webnlg, webnlg_pairs
+
+    path = shared_path("webnlg", "train.json")
+    pairs = webnlg_pairs(path, "text2triples")
+    assert [parse_linearised(p["target"]) for p in pairs] == [
+        [tuple(t) for t in s.extra["triple_strings"]] for s in read_webnlg(path)]
