@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import CorpusError, ModelError, TagpipeError
+from pipeline.errors import CorpusError, TagpipeError
 from pipeline.outputs import HtmlOutput, Output, make_output
 from pipeline.resume import Checkpoints, ResumeState
 from pipeline.sources import Counts, Item, input_files, read_items
 
-FACTORIES = {"ner": "tagpipe_ner", "tag": "tagpipe_tagger"}
 WARNING_LIMIT = 100  # bad lines shown one by one; the rest are counted in the summary
 
 
@@ -118,15 +117,15 @@ class Reporter:
 def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str = "cpu", batch_size: int = 128,
               existing_ents: str | None = None, scores: bool = True):
     """A spaCy pipeline: ``pipeline_dir`` (or a blank tokenizer of the first model's language) plus
-    one tagpipe component per model; without either, the embedded default model."""
+    one component per model, the one its task names (``pipeline.tasks``); without either, the
+    embedded default model."""
     import spacy
 
-    import pipeline.spacy_bridge  # noqa: F401 - registers the factories without entry points
     from pipeline.defaults import default_model_path
-    from pipeline.model import read_config
+    from pipeline.tasks import add_model_pipe, model_config
 
     paths = [Path(m) for m in models] or ([] if pipeline_dir else [default_model_path()])
-    configs = [read_config(p) for p in paths]
+    configs = [model_config(p) for p in paths]
     if pipeline_dir is not None:
         try:
             nlp = spacy.load(pipeline_dir)
@@ -135,17 +134,9 @@ def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str
     else:
         nlp = spacy.blank(configs[0].get("lang", "en"))
     for index, (path, config) in enumerate(zip(paths, configs, strict=True)):
-        task = config.get("task", "ner")
-        if task not in FACTORIES:
-            raise ModelError(f"{path}: no spaCy component serves task {task!r}")
-        component_config: dict[str, Any] = {"model": str(path), "device": device, "batch_size": batch_size,
-                                            "scores": scores}
-        if task == "ner":
-            first = index == 0 and pipeline_dir is None
-            component_config["existing_ents"] = existing_ents or ("overwrite" if first else "merge")
-        name = FACTORIES[task] if FACTORIES[task] not in nlp.pipe_names else f"{FACTORIES[task]}_{index + 1}"
-        component = nlp.add_pipe(FACTORIES[task], name=name, config=component_config)
-        _ = component.tagger  # load now: a bad model fails before any output is written
+        first = index == 0 and pipeline_dir is None
+        add_model_pipe(nlp, path, config, index=index, device=device, batch_size=batch_size, scores=scores,
+                       existing_ents=existing_ents or ("overwrite" if first else "merge"))
     return nlp
 
 

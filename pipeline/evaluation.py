@@ -1,9 +1,10 @@
-"""Scores: entity P/R/F1 with seqeval (strict, IOB2) and token accuracy for tag tasks."""
+"""Scores: entity P/R/F1 with seqeval (strict, IOB2), token accuracy for tag tasks, and exact-match
+P/R/F1 over sets of items (relation triples). Precision, recall, F1 and accuracy are fractions."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 
@@ -47,6 +48,22 @@ def token_accuracy(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[s
         "tokens": total,
         "per_tag": {tag: {"accuracy": right[tag] / n, "support": n} for tag, n in sorted(seen.items())},
     }
+
+
+def exact_match_scores(gold: Sequence[Iterable[Hashable]], predicted: Sequence[Iterable[Hashable]]) -> dict[str, Any]:
+    """Micro precision/recall/F1 (fractions) of per-sentence item sets (e.g. ``(subject, relation,
+    object)`` triples): an item is right when the same sentence's gold set holds it exactly."""
+    correct = n_pred = n_gold = 0
+    for g, p in zip(gold, predicted, strict=True):
+        g_set, p_set = set(g), set(p)
+        correct += len(g_set & p_set)
+        n_pred += len(p_set)
+        n_gold += len(g_set)
+    precision = correct / n_pred if n_pred else 0.0
+    recall = correct / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "correct": correct, "predicted": n_pred,
+            "gold": n_gold}
 
 
 def format_entity_table(scores: dict[str, Any]) -> str:

@@ -51,5 +51,14 @@ def register_formats(register: Register) -> None:
 
 
 @hookspec
+def register_tasks(register: Register) -> None:
+    """Register tasks: ``pipeline.tasks.Task`` subclasses, instantiated with no arguments, named as
+    the ``"task"`` their model folders write in ``config.json``. A task tells ``tagpipe train
+    --task NAME`` how to train such a model (and may add its own ``train`` options),
+    ``tagpipe evaluate`` how to score one, and ``tagpipe annotate`` which spaCy component runs
+    one and which fields it adds to each JSON record."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``tagpipe`` command-line group (``cli.add_command(...)``)."""

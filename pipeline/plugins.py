@@ -25,11 +25,13 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "builtin_encoders": "plugins.builtin_encoders",
     "builtin_decoders": "plugins.builtin_decoders",
     "builtin_formats": "plugins.builtin_formats",
+    "builtin_tasks": "plugins.builtin_tasks",
     "perturbed_masking": "plugins.pm_hooks",
     "seq2seq": "plugins.seq2seq_hooks",
     "triples": "plugins.triples_hooks",
 }
-FAMILY_HOOKS = {"encoder": "register_encoders", "decoder": "register_decoders", "format": "register_formats"}
+FAMILY_HOOKS = {"encoder": "register_encoders", "decoder": "register_decoders", "format": "register_formats",
+                "task": "register_tasks"}
 BLOCK_ENV = "TAGPIPE_BLOCK_PLUGINS"  # comma-separated plugin names to leave out
 
 

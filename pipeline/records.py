@@ -6,10 +6,13 @@ from typing import Any
 
 from spacy.tokens import Doc
 
+from pipeline.tasks import record_fields
+
 
 def doc_to_record(doc: Doc, doc_id: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"id", "text", "tokens", "entities": [{"start", "end", "label", "text", "score"}]}`` plus
-    the input's other fields (``extra``)."""
+    the input's other fields (``extra``) and those the tasks' components set on the doc
+    (``pipeline.tasks.record_fields``: ``triples``, ``generated``, ...)."""
     record: dict[str, Any] = dict(extra or {})
     record.update(id=doc_id, text=doc.text, tokens=[t.text for t in doc])
     entities = []
@@ -20,4 +23,5 @@ def doc_to_record(doc: Doc, doc_id: Any, extra: dict[str, Any] | None = None) ->
             entity["score"] = round(score, 4)
         entities.append(entity)
     record["entities"] = entities
+    record.update(record_fields(doc))
     return record

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.errors import PluginError, UnknownComponentError
 
-KINDS = ("encoder", "decoder", "format")
+KINDS = ("encoder", "decoder", "format", "task")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The seq2seq plugin: adds ``tagpipe generate`` and ``tagpipe seq2seq-train``.
+"""The seq2seq plugin: the ``seq2seq`` task (``tagpipe train --task seq2seq``, ``evaluate`` and
+``annotate`` of its models), ``tagpipe generate`` and ``tagpipe seq2seq-train``.
 
 Its spaCy component (``tagpipe_seq2seq``) comes through the ``spacy_factories`` entry point to
 :mod:`plugins.seq2seq_spacy`, not through a hook.
@@ -7,6 +8,11 @@ Its spaCy component (``tagpipe_seq2seq``) comes through the ``spacy_factories`` 
 from __future__ import annotations
 
 from pipeline import hookimpl
+
+
+@hookimpl
+def register_tasks(register) -> None:
+    register("seq2seq", "plugins.seq2seq_task:Seq2SeqTask")
 
 
 @hookimpl

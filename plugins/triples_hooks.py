@@ -1,4 +1,5 @@
-"""The relation-triple plugin: the ``webnlg`` corpus format and ``tagpipe triples-train`` /
+"""The relation-triple plugin: the ``webnlg`` corpus format, the ``triples`` task (``tagpipe train
+--task triples``, ``evaluate`` and ``annotate`` of its models) and the older ``tagpipe triples-train`` /
 ``tagpipe triples-evaluate``.
 
 Its spaCy component (``tagpipe_triples``) comes through the ``spacy_factories`` entry point to
@@ -13,6 +14,11 @@ from pipeline import hookimpl
 @hookimpl
 def register_formats(register) -> None:
     register("webnlg", "corpora.webnlg:WebNLGFormat")
+
+
+@hookimpl
+def register_tasks(register) -> None:
+    register("triples", "plugins.triples_task:TriplesTask")
 
 
 @hookimpl

@@ -1,4 +1,6 @@
-"""Training and scoring relation-triple models; ``tagpipe triples-train`` and ``triples-evaluate``.
+"""Training and scoring relation-triple models; ``tagpipe triples-train`` and ``triples-evaluate``,
+the older spellings of ``tagpipe train --task triples`` and ``tagpipe evaluate`` (``plugins/triples_task.py``),
+which run the same functions.
 
 Only click is imported at module level (the commands are registered on every ``tagpipe`` call);
 torch and transformers load inside the functions.
@@ -6,6 +8,7 @@ torch and transformers load inside the functions.
 Scoring is exact match on ``(subject string, relation, object string)`` sets per sentence, with
 entity strings being the full space-joined words; gold triples whose entity the reader could not
 locate still count (as misses), so the score is on the file's triples, not on what we could align.
+Precision, recall and F1 are fractions (as for NER), printed as percentages.
 """
 
 from __future__ import annotations
@@ -67,28 +70,15 @@ def gold_triples(sentence) -> list:
     return [SpanTriple(s0, s1, r, o0, o1) for s0, s1, r, o0, o1 in sentence.extra["triples"]]
 
 
-def score_triples(gold: Sequence[Sequence[Sequence[str]]], predicted: Sequence[Sequence[Sequence[str]]]) -> dict:
-    """Micro P/R/F1 (percent) over sentences of ``(subject, relation, object)`` string triples."""
-    correct = n_pred = n_gold = 0
-    for g, p in zip(gold, predicted, strict=True):
-        g_set, p_set = {tuple(t) for t in g}, {tuple(t) for t in p}
-        correct += len(g_set & p_set)
-        n_pred += len(p_set)
-        n_gold += len(g_set)
-    precision = 100.0 * correct / n_pred if n_pred else 0.0
-    recall = 100.0 * correct / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "correct": correct, "predicted": n_pred,
-            "gold": n_gold}
-
-
 def evaluate_model(model, sentences: Sequence, batch_size: int = 32) -> dict:
     """Score ``model`` on WebNLG sentences; adds ``sentences`` and ``sentences_per_s`` (decode speed)."""
+    from pipeline.evaluation import exact_match_scores
+
     start = time.perf_counter()
     predicted = model.predict([s.tokens for s in sentences], batch_size=batch_size)
     seconds = time.perf_counter() - start
     strings = [[t.strings(s.tokens) for t in p] for s, p in zip(sentences, predicted, strict=True)]
-    result = score_triples([s.extra["triple_strings"] for s in sentences], strings)
+    result = exact_match_scores([map(tuple, s.extra["triple_strings"]) for s in sentences], strings)
     result.update(sentences=len(sentences), sentences_per_s=len(sentences) / max(seconds, 1e-9))
     return result
 
@@ -145,6 +135,37 @@ def train_triples(settings: TriplesSettings, log: Callable[[str], None] = print)
     return TripleModel.load(settings.output, device=settings.device)
 
 
+def run_training(settings: TriplesSettings, *, threads: int | None = None, quiet: bool = False) -> None:
+    """Train as the commands do: the epochs' JSON lines on stderr (unless ``quiet``), the summary on stdout."""
+    from pipeline.tasks import set_threads
+
+    set_threads(threads)
+    model = train_triples(settings, log=(lambda _line: None) if quiet else (lambda line: click.echo(line, err=True)))
+    click.echo(f"best dev F1 {model.meta.get('dev_f1', 0.0) * 100:.2f} (epoch {model.meta.get('best_epoch')}); "
+               f"model in {settings.output}")
+
+
+def evaluate_folder(corpus: str, model_path: str | Path, *, batch_size: int = 32, device: str = "cpu",
+                    threads: int | None = None, limit: int | None = None) -> dict[str, Any]:
+    """:func:`evaluate_model` of a saved model on a WebNLG file, with the model's ``head``."""
+    from pipeline.tasks import set_threads
+    from plugins.triples import TripleModel
+
+    set_threads(threads)
+    model = TripleModel.load(model_path, device=device)
+    result = evaluate_model(model, read_sentences(corpus, limit), batch_size)
+    result["head"] = model.head_name
+    return result
+
+
+def format_scores(result: dict[str, Any]) -> str:
+    """Two lines for a reader, in percent."""
+    return (f"{result['sentences']} sentences, {result['gold']} gold triples, {result['predicted']} predicted "
+            f"({result['head']} head)\n"
+            f"precision {result['precision'] * 100:.2f}  recall {result['recall'] * 100:.2f}  "
+            f"F1 {result['f1'] * 100:.2f}")
+
+
 @click.command("triples-train")
 @click.option("--train", "train_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--dev", "dev_path", required=True, type=click.Path(exists=True, dir_okay=False))
@@ -165,15 +186,14 @@ def train_triples(settings: TriplesSettings, log: Callable[[str], None] = print)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 def triples_train(train_path, dev_path, output, pretrained, head, efficient, relations, epochs, batch_size, lr,
                   encoder_lr, seed, limit, dev_limit, device, threads):
-    """Train a relation-triple model on WebNLG-style JSON (best dev F1 kept in OUTPUT)."""
-    _threads(threads)
+    """Train a relation-triple model on WebNLG-style JSON (best dev F1 kept in OUTPUT).
+
+    The same as `tagpipe train --task triples`, plus --limit / --dev-limit."""
     settings = TriplesSettings(train=train_path, dev=dev_path, output=output, pretrained=pretrained, head=head,
                                efficient=efficient, epochs=epochs, batch_size=batch_size, lr=lr,
                                encoder_lr=encoder_lr, seed=seed, limit=limit, dev_limit=dev_limit, device=device,
                                relations=relations)
-    model = train_triples(settings, log=lambda line: click.echo(line, err=True))
-    click.echo(f"best dev F1 {model.meta.get('dev_f1', 0.0):.2f} (epoch {model.meta.get('best_epoch')}); "
-               f"model in {output}")
+    run_training(settings, threads=threads)
 
 
 @click.command("triples-evaluate")
@@ -183,25 +203,10 @@ def triples_train(train_path, dev_path, output, pretrained, head, efficient, rel
 @click.option("--limit", type=int, default=None, help="Only the first N sentences.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (P/R/F1 as fractions).")
 def triples_evaluate(corpus, model_path, batch_size, limit, device, threads, as_json):
-    """Triple P/R/F1 (exact match on full entity strings) of a model on a WebNLG-style CORPUS."""
-    from plugins.triples import TripleModel
+    """Triple P/R/F1 (exact match on full entity strings) of a model on a WebNLG-style CORPUS.
 
-    _threads(threads)
-    model = TripleModel.load(model_path, device=device)
-    result = evaluate_model(model, read_sentences(corpus, limit), batch_size)
-    result["head"] = model.head_name
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    click.echo(f"{result['sentences']} sentences, {result['gold']} gold triples, {result['predicted']} predicted "
-               f"({model.head_name} head)")
-    click.echo(f"precision {result['precision']:.2f}  recall {result['recall']:.2f}  F1 {result['f1']:.2f}")
-
-
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    The same as `tagpipe evaluate CORPUS -m MODEL`, plus --limit."""
+    result = evaluate_folder(corpus, model_path, batch_size=batch_size, device=device, threads=threads, limit=limit)
+    click.echo(json.dumps(result) if as_json else format_scores(result))

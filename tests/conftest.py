@@ -72,6 +72,20 @@ TINY_WEBNLG = [
     {"text": "the dog ran home .", "triple_list": [["dog", "r0", "home"]]},
     {"text": "a big house is green .", "triple_list": [["big house", "r2", "green"]]},
 ]
+#: copy pairs for seq2seq
+TINY_PAIRS = [{"source": s, "target": s} for s in ("the cat sat on the mat", "a dog ran home", "big green house",
+                                                    "the small dog was happy")]
+
+
+def invoke_cli(*args: str):
+    """``tagpipe ARGS`` in this process; fails the test on a non-zero exit, showing the output."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +95,27 @@ def tiny_webnlg(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("webnlg") / "tiny.json"
     path.write_text(json.dumps(TINY_WEBNLG))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_triples_model(tiny_bert_dir, tiny_webnlg, tmp_path_factory) -> Path:
+    """A pointer-head triples model that ``tagpipe train --task triples`` fits to TINY_WEBNLG (dev F1 1.0)."""
+    out = tmp_path_factory.mktemp("tiny-triples") / "model"
+    invoke_cli("train", "--task", "triples", "--format", "webnlg", "--train", tiny_webnlg, "--dev", tiny_webnlg,
+               "--pretrained", tiny_bert_dir, "-o", out, "--epochs", "40", "--batch-size", "3", "--lr", "1e-2",
+               "--encoder-lr", "1e-3", "--device", "cpu", "--threads", "1", "-q")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_model(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A seq2seq model that ``tagpipe train --task seq2seq`` trains a little on TINY_PAIRS (copying)."""
+    import json
+
+    folder = tmp_path_factory.mktemp("tiny-seq2seq")
+    pairs = folder / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in TINY_PAIRS))
+    invoke_cli("train", "--task", "seq2seq", "--format", "jsonl", "--train", pairs, "--dev", pairs, "--pretrained",
+               tiny_bert_dir, "-o", folder / "model", "--epochs", "5", "--batch-size", "2", "--lr", "3e-3",
+               "--max-source-length", "24", "--max-target-length", "12", "--device", "cpu", "--threads", "1", "-q")
+    return folder / "model"

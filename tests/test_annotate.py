@@ -210,6 +210,46 @@ def test_resume_refuses_a_partial_output_of_other_options(model, tmp_path):
     assert result.exit_code == 1 and "cannot resume" in result.output and "Traceback" not in result.output
 
 
+# -- models of other tasks: relation triples, seq2seq ----------------------------------------
+@pytest.mark.parametrize("task,field", [("triples", "triples"), ("seq2seq", "generated")])
+def test_triples_and_seq2seq_models_keep_annotates_guarantees(request, tmp_path, task, field):
+    import pipeline
+    from tests.conftest import TINY_WEBNLG
+
+    model = str(request.getfixturevalue(f"tiny_{task}_model"))
+    texts = [r["text"] for r in TINY_WEBNLG] * 4
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(texts)))
+    whole = tmp_path / "whole.jsonl"
+    result = annotate(str(source), "-m", model, "-o", str(whole), "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    got = records(whole)
+    assert [r["n"] for r in got] == list(range(len(texts)))
+    assert [r[field] for r in got] == [r[field] for r in pipeline.load(model).predict(texts)]
+    if task == "triples":
+        assert got[1]["triples"] == [{"subject": "dog", "relation": "r0", "object": "home",
+                                      "subject_span": [4, 7], "object_span": [12, 16]}]
+    else:
+        assert all(isinstance(r["generated"], str) for r in got)
+
+    two = tmp_path / "two.jsonl"
+    assert annotate(str(source), "-m", model, "-o", str(two), "--batch-size", "2", "--n-process", "2",
+                    "-q").exit_code == 0
+    assert two.read_bytes() == whole.read_bytes()
+
+    # a run stopped by a bad line keeps its partial output; --resume after the fix completes it exactly
+    lines = source.read_text().splitlines(keepends=True)
+    source.write_text("".join(lines[:5]) + "{not json\n" + "".join(lines[6:]))
+    out = tmp_path / "out.jsonl"
+    stopped = annotate(str(source), "-m", model, "-o", str(out), "--batch-size", "2", "--strict",
+                       "--checkpoint-seconds", "0")
+    assert stopped.exit_code == 1 and not out.exists() and (tmp_path / ".out.jsonl.partial").exists()
+    source.write_text("".join(lines))
+    resumed = annotate(str(source), "-m", model, "-o", str(out), "--batch-size", "2", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed after 4 documents" in resumed.stderr and out.read_bytes() == whole.read_bytes()
+
+
 # -- bad input -----------------------------------------------------------------------------
 def test_bad_text_lines_are_counted_and_named(model, tmp_path):
     source = tmp_path / "in.txt"

@@ -230,6 +230,72 @@ def test_plugin_and_factory_are_declared_in_setup_cfg():
     assert BUILTIN_PLUGINS["seq2seq"] == "plugins.seq2seq_hooks"
 
 
+# -- the shared commands: train --task seq2seq, evaluate, WebNLG both ways -----------------------------
+def test_train_task_seq2seq_maps_the_common_options(tiny_seq2seq_model):
+    config = json.loads((tiny_seq2seq_model / "config.json").read_text())
+    assert (config["task"], config["max_source_length"], config["max_target_length"]) == ("seq2seq", 24, 12)
+    meta = config["meta"]
+    assert (meta["format"], meta["lr"], meta["batch_size"], meta["seed"]) == ("jsonl", 3e-3, 2, 0)
+    assert len(meta["train_loss"]) == 5 and len(meta["dev_loss"]) == 5
+
+
+def test_train_task_seq2seq_refuses_options_it_has_no_use_for(tiny_bert_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(COPY[0]) + "\n")
+    base = ["train", "--task", "seq2seq", "--train", str(data), "-o", str(tmp_path / "m")]
+    for args, message in [(["--pretrained", str(tiny_bert_dir), "--encoder-lr", "1e-4"],
+                           "--encoder-lr: not an option of task 'seq2seq'"),
+                          (["--pretrained", str(tiny_bert_dir), "--head", "pointer"], "--head: not an option"),
+                          ([], "--task seq2seq needs --pretrained"),
+                          (["--pretrained", str(tiny_bert_dir), "--format", "conll"], "not 'conll'")]:
+        result = CliRunner().invoke(cli, [*base, *args])
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_and_evaluate_on_webnlg_text_to_triples(tiny_webnlg, tmp_path):
+    from tests.conftest import invoke_cli
+    from tests.tiny_models import build_tiny_bert
+
+    bert = build_tiny_bert(tmp_path / "bert", words=["|", "r0", "r1", "r2"])  # words to write the triples with
+    invoke_cli("train", "--task", "seq2seq", "--format", "webnlg-text2triples", "--train", tiny_webnlg,
+               "--pretrained", bert, "-o", tmp_path / "m", "--epochs", "1", "--max-source-length", "24",
+               "--max-target-length", "16", "--device", "cpu", "-q")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["meta"]["format"] == "webnlg-text2triples"
+    scores = json.loads(invoke_cli("evaluate", tiny_webnlg, "-m", tmp_path / "m", "--format",
+                                   "webnlg-text2triples", "--json").stdout)
+    assert scores["pairs"] == 3 and scores["gold"] == 4 and 0.0 <= scores["f1"] <= 1.0
+    assert scores["bleu"] is not None and "case:lc" in scores["bleu_signature"]  # the tiny tokenizer lower-cases
+    text = invoke_cli("evaluate", tiny_webnlg, "-m", tmp_path / "m", "--format", "webnlg-triples2text").stdout
+    assert "3 pairs" in text and "BLEU" in text and "triples:" not in text  # targets are text: no triple scores
+
+
+def test_evaluate_scores_generations_against_the_targets(tiny_seq2seq_model, tmp_path):
+    import sacrebleu
+
+    from plugins.seq2seq_task import score_generations
+    from tests.conftest import TINY_PAIRS, invoke_cli
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in TINY_PAIRS))
+    scores = json.loads(invoke_cli("evaluate", data, "-m", tiny_seq2seq_model, "--json").stdout)
+    model = Seq2SeqModel.load(tiny_seq2seq_model)
+    generated = model.generate([p["source"] for p in TINY_PAIRS])
+    expected = sacrebleu.corpus_bleu(generated, [[p["target"] for p in TINY_PAIRS]], lowercase=True).score
+    assert scores["bleu"] == pytest.approx(expected) and scores["pairs"] == 4 and "f1" not in scores
+
+    # triples the model writes right, in its own lower case and spacing, are right
+    targets = ["The Cat | sat on | The Mat ; The Cat | ran | Home", "Big Dog | is | Unhappy"]
+    model.generate = lambda sources, **_: ["the cat | sat on | the mat ; the cat|ran|home", "big dog | was | unhappy"]
+    triples = score_generations(model, [{"source": "x", "target": t} for t in targets])
+    assert (triples["correct"], triples["predicted"], triples["gold"]) == (2, 3, 3)
+    assert triples["precision"] == pytest.approx(2 / 3) and triples["recall"] == pytest.approx(2 / 3)
+
+
 def test_load_pairs_reads_jsonl_and_webnlg_both_ways(tiny_webnlg, tmp_path):
     from pipeline.errors import TagpipeError
     from plugins.seq2seq import load_pairs

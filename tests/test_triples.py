@@ -221,12 +221,14 @@ def test_webnlg_format_is_registered():
     assert get_registry().get("format", "webnlg")().name == "webnlg"
 
 
-def test_score_triples_exact_match():
-    from plugins.triples_train import score_triples
+def test_triple_scores_are_exact_match_fractions():
+    from pipeline.evaluation import exact_match_scores
 
     gold = [[("a b", "r", "c")], [("d", "r", "e"), ("d", "s", "e")]]
     predicted = [[("a", "r", "c")], [("d", "r", "e")]]
-    assert score_triples(gold, predicted)["f1"] == pytest.approx(100 * 2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    scores = exact_match_scores(gold, predicted)
+    assert (scores["precision"], scores["recall"]) == (0.5, pytest.approx(1 / 3))
+    assert scores["f1"] == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
 
 
 def test_cli_evaluate_json(saved_models, tmp_path):
@@ -271,6 +273,80 @@ def test_spacy_component_runs_sentences_separately(saved_models):
     triples = doc._.tagpipe_triples
     assert triples and all(sentence_of[s.start] == sentence_of[o.end - 1] for s, _, o in triples)
     assert {sentence_of[s.start] for s, _, _ in triples} == {0, 4}
+
+
+# -- the shared commands: train --task triples, evaluate, annotate ----------------------------------
+def test_train_task_triples_fits_the_corpus_and_records_its_settings(tiny_triples_model):
+    config = json.loads((tiny_triples_model / "config.json").read_text())
+    assert config["task"] == "triples" and config["head"] == "pointer"
+    settings = config["meta"]["settings"]
+    assert (settings["epochs"], settings["batch_size"], settings["lr"], settings["encoder_lr"]) == (40, 3, 1e-2, 1e-3)
+    assert settings["device"] == "cpu" and config["meta"]["dev_f1"] == 1.0  # a fraction, as for taggers
+    assert config["relations"] == RELATIONS  # those of the training file, without --relations
+
+
+def test_train_task_triples_takes_config_keys_and_its_own_options(tiny_bert_dir, tiny_webnlg, tmp_path):
+    from tests.conftest import invoke_cli
+
+    relations = tmp_path / "rel2id.json"
+    relations.write_text(json.dumps([{"r0": 0, "r1": 1, "r2": 2, "unseen": 3}]))
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"task": "triples", "head": "gplinker", "efficient": True, "epochs": 1,
+                                  "limit": 2, "weight_decay": 0.0, "relations": str(relations)}))
+    result = invoke_cli("train", "--config", config, "--train", tiny_webnlg, "--dev", tiny_webnlg, "--pretrained",
+                        tiny_bert_dir, "-o", tmp_path / "m", "--device", "cpu", "--seed", "3")
+    assert "best dev F1" in result.stdout and '"epoch": 1' in result.stderr
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert (saved["head"], saved["head_config"], saved["relations"][-1]) == ("gplinker", {"efficient": True}, "unseen")
+    settings = saved["meta"]["settings"]
+    assert (settings["limit"], settings["weight_decay"], settings["seed"], settings["epochs"]) == (2, 0.0, 3, 1)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--decoder", "crf"], "--decoder: not an option of task 'triples'"),
+    (["--format", "conll"], "reads --format webnlg"),
+    (["--efficient"], "--efficient is a variant of --head gplinker"),
+    (["--max-source-length", "8"], "--max-source-length: not an option of task 'triples'"),
+])
+def test_train_task_triples_refuses_what_it_cannot_use(tiny_bert_dir, tiny_webnlg, tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "--task", "triples", "--train", str(tiny_webnlg), "--dev",
+                                      str(tiny_webnlg), "--pretrained", str(tiny_bert_dir), "-o", str(tmp_path / "m"),
+                                      *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_a_triples_model(tiny_triples_model, tiny_webnlg):
+    from click.testing import CliRunner
+
+    from cli import cli
+    from tests.conftest import invoke_cli
+
+    scores = json.loads(invoke_cli("evaluate", tiny_webnlg, "-m", tiny_triples_model, "--json").stdout)
+    assert (scores["precision"], scores["recall"], scores["f1"]) == (1.0, 1.0, 1.0)  # fractions, as for NER
+    assert (scores["gold"], scores["sentences"], scores["head"]) == (4, 3, "pointer")
+    table = invoke_cli("evaluate", tiny_webnlg, "-m", tiny_triples_model, "--threads", "1").stdout
+    assert "F1 100.00" in table and "4 gold triples" in table
+    alias = json.loads(invoke_cli("triples-evaluate", tiny_webnlg, "-m", tiny_triples_model, "--json").stdout)
+    assert {k: v for k, v in alias.items() if k != "sentences_per_s"} == \
+        {k: v for k, v in scores.items() if k != "sentences_per_s"}
+    refused = CliRunner().invoke(cli, ["evaluate", str(tiny_webnlg), "-m", str(tiny_triples_model),
+                                       "--scheme", "bioes"])
+    assert refused.exit_code == 1 and "--scheme: not an option of task 'triples'" in refused.output
+
+
+def test_predict_gives_the_records_triples(tiny_triples_model):
+    import pipeline
+
+    predictor = pipeline.load(str(tiny_triples_model))
+    (record,) = predictor.predict(["the cat sat on the mat ."])
+    assert record["entities"] == [] and sorted(record["triples"], key=lambda t: t["relation"]) == [
+        {"subject": "cat", "relation": "r0", "object": "the mat", "subject_span": [4, 7], "object_span": [15, 22]},
+        {"subject": "cat", "relation": "r1", "object": "mat", "subject_span": [4, 7], "object_span": [19, 22]}]
 
 
 # -- linearised triples (seq2seq on WebNLG) -----------------------------------------------------------

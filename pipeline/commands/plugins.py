@@ -14,10 +14,12 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     """List registered encoders, decoders and formats, and plugin problems (one line each)."""
     if ctx.invoked_subcommand is not None:
         return
+    from pipeline.commands.train import task_options
     from pipeline.plugins import get_plugin_manager, get_registry
 
     pm = get_plugin_manager()
     registry = get_registry()
+    task_options(warn=False)  # a task's train option whose name is taken is one of the problems listed
     rows = [{"name": e.name, "kind": e.kind, "plugin": e.plugin, "distribution": pm.distributions.get(e.plugin, "?")}
             for e in registry]
     if as_json:

@@ -1,10 +1,12 @@
-"""``tagpipe train``: train a tagger; ``--config FILE`` supplies defaults that flags override."""
+"""``tagpipe train``: train a model of any registered task (a tagger by default); ``--config FILE``
+supplies defaults that flags override. The task does the training (``pipeline/tasks.py``), and may
+add options of its own to this command."""
 
 from __future__ import annotations
 
 import click
 
-from pipeline.settings import TrainSettings, read_config_file
+from pipeline.settings import read_config_file
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -17,14 +19,41 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     return value
 
 
-@click.command()
+class TrainCommand(click.Command):
+    """``train`` with the options the registered tasks add, after its own (and in its --help)."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        own = len(self.params)
+        return [*params[:own], *task_options(), *params[own:]]
+
+
+def task_options(*, warn: bool = True) -> list[click.Option]:
+    """The registered tasks' ``train`` options; one whose name is taken is left out and added to the
+    registry's problems (``tagpipe plugins``), with a warning on stderr the first time (``warn``)."""
+    from pipeline.plugins import get_registry
+    from pipeline.tasks import train_options
+
+    errors = get_registry().errors
+    before = len(errors)
+    options = train_options({p.name for p in train.params if p.name} | {"help"})
+    for error in errors[before:] if warn else ():
+        click.echo(f"warning: {error}", err=True)
+    return options
+
+
+@click.command(cls=TrainCommand)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
               callback=_load_config, help="JSON or TOML file of settings (keys as these options).")
 @click.option("--train", required=True, help="Training corpus.")
 @click.option("--dev", help="Development corpus (model selection by dev F1 / accuracy).")
 @click.option("--output", "-o", default="models/tagger", show_default=True, help="Model folder to write.")
-@click.option("--format", "format_", default="conll", show_default=True, help="Corpus format (see `tagpipe plugins`).")
-@click.option("--task", type=click.Choice(["ner", "tag"]), default="ner", show_default=True)
+@click.option("--format", "format_", default=None,
+              help="Corpus format (see `tagpipe plugins`) [default: conll; webnlg for triples, jsonl for seq2seq].")
+@click.option("--task", default="ner", show_default=True,
+              help="ner, tag, or a plugin's task: triples, seq2seq (`tagpipe plugins`). The options below are "
+                   "the taggers'; other tasks take a subset and have their own defaults (docs/triples.md, "
+                   "docs/seq2seq.md).")
 @click.option("--scheme", default="iob2", show_default=True, help="Scheme of the files: iob1/iob2/bioes/bmes.")
 @click.option("--tag-column", default=None, help="Tag column: CoNLL index (default -1) or CoNLL-U field (upos).")
 @click.option("--lang", default="en", show_default=True, help="spaCy language of the prediction tokenizer.")
@@ -59,21 +88,11 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def train(ctx: click.Context, format_: str, tag_column: str | None, resume: bool, quiet: bool, **options) -> None:
-    """Train a tagger and write the best dev checkpoint to OUTPUT.
+def train(ctx: click.Context, **options) -> None:
+    """Train a model (a tagger unless --task says otherwise) and write the best dev checkpoint to OUTPUT.
 
-    Under ``torchrun --nproc-per-node N`` it trains data-parallel; --batch-size stays the global
+    Under ``torchrun --nproc-per-node N`` a tagger trains data-parallel; --batch-size stays the global
     batch (see docs/scaling.md)."""
-    from pipeline.data import parse_column
-    from pipeline.distributed import exit_launched_process, is_main
-    from pipeline.training import Trainer
+    from pipeline.tasks import Options, get_task
 
-    extra = {k: v for k, v in (ctx.default_map or {}).items() if k in {"encoder_config", "decoder_config", "warmup",
-                                                                          "lr_final", "clip", "weight_decay"}}
-    column = parse_column(tag_column)
-    settings = TrainSettings.from_dict({**options, **extra, "format": format_, "tag_column": column})
-    result = Trainer(settings, resume=resume, log=click.echo, progress=not quiet).run()
-    best = result["best"]
-    if is_main():
-        click.echo(f"best dev score {best['f1'] * 100:.2f} at epoch {best['epoch']}; model in {settings.output}")
-    exit_launched_process()
+    get_task(options["task"]).train(Options.from_context(ctx, options))
