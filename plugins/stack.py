@@ -22,8 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.components import Encoder, lengths_to_mask
-from plugins.bilstm import _init_lstm, locked_dropout
-from plugins.grouped_lstm import run_bilstm
+from plugins.bilstm import _init_lstm, locked_dropout, run_bilstm
 
 
 def _stages(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
