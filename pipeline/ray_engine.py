@@ -84,6 +84,10 @@ def import_ray(local: bool = False) -> Any:
         # Ray's default for a local instance, set explicitly to spare its warning; read when Ray is
         # imported (joining a cluster, its own setting applies)
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # Ray starts its workers at nice 15 (to keep a shared head node responsive); a local
+        # instance exists for this command alone and its workers are the job: under any other
+        # load on the machine, niceness 15 made them several times slower than the local engine
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         import ray
         import ray.data  # noqa: F401 - the [data] extra (pyarrow, pandas) comes with it
@@ -276,13 +280,19 @@ def _read(queue: Any) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _quiet_ray_data() -> Iterator[None]:
-    """Ray Data's console handler on errors only while we run (its log file keeps everything)."""
+    """Ray Data's console handler on errors only while we run (its log file keeps everything), and
+    without its warning that the pool "received 1 input": our one read task streams one block per
+    batch, and every actor gets batches (the warning counts read tasks, not blocks)."""
+    import warnings
+
     handlers = [h for h in logging.getLogger("ray.data").handlers if h.get_name() == "console"]
     levels = [h.level for h in handlers]
     for handler in handlers:
         handler.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():  # the executor's thread warns too: filters are process-wide
+            warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+            yield
     finally:
         for handler, level in zip(handlers, levels, strict=True):
             handler.setLevel(level)

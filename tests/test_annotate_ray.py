@@ -113,6 +113,7 @@ def test_resume_after_an_interrupted_ray_run(ray_instance, model, tmp_path):
     assert process.returncode == 130, stderr
     done = json.loads(sidecar.read_text())["docs"]
     assert 0 < done < 6000 and f"stopped after {done} documents" in stderr
+    assert "Warning" not in stderr and "Traceback" not in stderr, stderr  # a real process: Ray's warnings would show
     assert not out.exists(), "the target appears only when the run is complete"
 
     resumed = annotate(str(source), "-m", model, "-o", str(out), "--batch-size", "8", "--resume", "--engine", "ray",
