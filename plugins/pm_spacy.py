@@ -31,7 +31,7 @@ class _LazyImpact:
         from plugins import perturbed_masking as pm
 
         allowed = {"distance": pm.DISTANCES, "pooling": pm.POOLINGS, "algorithm": pm.ALGORITHMS,
-                   "orientation": pm.ORIENTATIONS, "root": pm.ROOTS}
+                   "orientation": pm.ORIENTATIONS, "root": pm.ROOTS, "precision": pm.PRECISIONS}
         for key, values in allowed.items():
             if key in cfg and cfg[key] not in values:
                 raise pm.OptionError(f"{name}: unknown {key} {cfg[key]!r}; expected one of {values}")
@@ -44,7 +44,7 @@ class _LazyImpact:
         if self._model is None:
             from plugins.perturbed_masking import ImpactModel
 
-            keys = ("layer", "distance", "pooling", "device", "batch_tokens")
+            keys = ("layer", "distance", "pooling", "device", "batch_tokens", "precision")
             self._model = ImpactModel.from_pretrained(self.cfg["pretrained"], **{k: self.cfg[k] for k in keys})
         return self._model
 
@@ -155,17 +155,17 @@ class PMSegmenter(_LazyImpact):
     "tagpipe_pm_parser",
     default_config={
         "layer": -1, "distance": "euclidean", "pooling": "first", "algorithm": "eisner",
-        "orientation": "paper", "root": "cls", "device": "auto", "batch_tokens": 16384,
+        "orientation": "paper", "root": "cls", "device": "auto", "batch_tokens": 16384, "precision": "fp32",
     },
 )
 def make_pm_parser(
     nlp: Language, name: str, pretrained: str, layer: int, distance: str, pooling: str, algorithm: str,
-    orientation: str, root: str, device: str, batch_tokens: int,
+    orientation: str, root: str, device: str, batch_tokens: int, precision: str,
 ) -> PMParser:
     """A dependency parser read off a masked LM (``pretrained``: a local HuggingFace folder)."""
     return PMParser(
         name, pretrained=str(pretrained), layer=layer, distance=distance, pooling=pooling, algorithm=algorithm,
-        orientation=orientation, root=root, device=device, batch_tokens=batch_tokens,
+        orientation=orientation, root=root, device=device, batch_tokens=batch_tokens, precision=precision,
     )
 
 
@@ -173,15 +173,15 @@ def make_pm_parser(
     "tagpipe_pm_segmenter",
     default_config={
         "layer": -1, "distance": "euclidean", "pooling": "first", "threshold": None, "max_units": 128,
-        "device": "auto", "batch_tokens": 16384,
+        "device": "auto", "batch_tokens": 16384, "precision": "fp32",
     },
 )
 def make_pm_segmenter(
     nlp: Language, name: str, pretrained: str, layer: int, distance: str, pooling: str,
-    threshold: float | None, max_units: int, device: str, batch_tokens: int,
+    threshold: float | None, max_units: int, device: str, batch_tokens: int, precision: str,
 ) -> PMSegmenter:
     """A word segmenter for unsegmented text, from adjacent-token impacts of a masked LM."""
     return PMSegmenter(
         name, pretrained=str(pretrained), layer=layer, distance=distance, pooling=pooling, threshold=threshold,
-        max_units=max_units, device=device, batch_tokens=batch_tokens,
+        max_units=max_units, device=device, batch_tokens=batch_tokens, precision=precision,
     )

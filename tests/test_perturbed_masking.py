@@ -112,6 +112,17 @@ def test_impact_matrix_equals_straightforward_loop(tiny, layer, dist, pooling):
         torch.testing.assert_close(matrix, expect, atol=1e-5, rtol=1e-5)
 
 
+def test_bf16_matrices_stay_close_to_float32(tiny):
+    """--precision bf16 runs the encoder under autocast; the matrices move by rounding only."""
+    model, tokenizer = tiny
+    exact = ImpactModel(model, tokenizer, device="cpu").matrices(SENTENCES)
+    fast = ImpactModel(model, tokenizer, device="cpu", precision="bf16").matrices(SENTENCES)
+    for a, b in zip(fast, exact, strict=True):
+        assert a.dtype == torch.float32
+        assert float((a - b).abs().max()) <= 0.05 * float(b.abs().max())
+    assert next(model.parameters()).dtype == torch.float32, "the weights themselves stay float32"
+
+
 def test_all_layers_in_one_pass_equal_one_layer_at_a_time(tiny):
     model, tokenizer = tiny
     impact = ImpactModel(model, tokenizer, device="cpu")
@@ -156,10 +167,21 @@ def test_bad_options_are_user_errors(tiny, tmp_path):
         ImpactModel(model, tokenizer, distance="manhattan")
     with pytest.raises(OptionError, match="device"):
         ImpactModel(model, tokenizer, device="nonsense")
+    with pytest.raises(OptionError, match="precision"):
+        ImpactModel(model, tokenizer, precision="int8")
     from pipeline.errors import ModelError
 
     with pytest.raises(ModelError, match="config.json"):
         ImpactModel.from_pretrained(tmp_path)
+
+
+def test_cli_choices_equal_the_engine_tuples():
+    """pm_cli keeps copies of the engine's choices (importing the engine would load torch)."""
+    from plugins import perturbed_masking as pm
+    from plugins import pm_cli
+
+    for name in ("ALGORITHMS", "DISTANCES", "POOLINGS", "ORIENTATIONS", "ROOTS", "PRECISIONS"):
+        assert getattr(pm_cli, name) == getattr(pm, name), name
 
 
 def test_orientation_and_root_choices():
