@@ -29,6 +29,7 @@ from pipeline import distributed
 from pipeline.data import entity_types, labelled_sentences
 from pipeline.errors import TagpipeError
 from pipeline.evaluation import entity_scores, token_accuracy
+from pipeline.memory import return_freed_memory
 from pipeline.model import Tagger, span_labels, to_device
 from pipeline.settings import TrainSettings
 
@@ -120,6 +121,8 @@ class Trainer:
         s = self.settings
         if s.threads:
             torch.set_num_threads(s.threads)
+        if self.device.type == "cpu":
+            return_freed_memory()  # activations live in host memory: keep RSS at what is alive (pipeline/memory.py)
         seed_everything(s.seed)
         train = self._read(s.train)
         dev = self._read(s.dev) if s.dev else None
