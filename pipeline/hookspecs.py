@@ -54,9 +54,10 @@ def register_formats(register: Register) -> None:
 def register_tasks(register: Register) -> None:
     """Register tasks: ``pipeline.tasks.Task`` subclasses, instantiated with no arguments, named as
     the ``"task"`` their model folders write in ``config.json``. A task tells ``tagpipe train
-    --task NAME`` how to train such a model (and may add its own ``train`` options),
-    ``tagpipe evaluate`` how to score one, and ``tagpipe annotate`` which spaCy component runs
-    one and which fields it adds to each JSON record."""
+    --task NAME`` how to train such a model (and may add its own ``train`` options; one whose
+    name is taken is left out with a warning), ``tagpipe evaluate`` how to score one, and
+    ``tagpipe annotate`` which spaCy component runs one and which fields it adds to each JSON
+    record."""
 
 
 @hookspec

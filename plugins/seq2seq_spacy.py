@@ -1,6 +1,6 @@
 """spaCy component ``tagpipe_seq2seq``: writes a generated text to ``doc._.tagpipe_generated``.
 
-The source is ``doc.text``. The model (a folder from ``tagpipe seq2seq-train``) is read lazily on
+The source is ``doc.text``. The model (a folder from ``tagpipe train --task seq2seq``) is read lazily on
 the first document; ``nlp.to_disk`` stores it inside the pipeline folder, ``to_bytes`` as a
 msgpack dict of that folder's files (as :mod:`pipeline.spacy_base` does for taggers), so a
 saved pipeline loads without the original folder. Found by spaCy through the
@@ -65,7 +65,7 @@ class Seq2SeqComponent(ModelComponent):
             from plugins.seq2seq import Seq2SeqModel
 
             if self.model_path is None:
-                raise ModelError(f"{self.name}: no model; pass config={{'model': PATH}} (tagpipe seq2seq-train)")
+                raise ModelError(f"{self.name}: no model; pass config={{'model': PATH}} (tagpipe train --task seq2seq)")
             self._model = Seq2SeqModel.load(self.model_path, device=self.device)
         return self._model
 

@@ -51,7 +51,7 @@ class TriplesComponent(ModelComponent):
 
             if self.model_path is None:
                 raise ModelError(f"{self.name}: no model; pass config={{'model': PATH}} (a folder written by "
-                                 "`tagpipe triples-train`)")
+                                 "`tagpipe train --task triples`)")
             self._model = TripleModel.load(self.model_path, device=self.device)
         return self._model
 
@@ -101,5 +101,5 @@ class TriplesComponent(ModelComponent):
 )
 def make_triples(nlp: Language, name: str, model: str | None, batch_size: int, device: str,
                  threshold: float) -> TriplesComponent:
-    """``model``: a folder written by ``tagpipe triples-train``; ``threshold``: on the heads' logits."""
+    """``model``: a folder written by ``tagpipe train --task triples``; ``threshold``: on the heads' logits."""
     return TriplesComponent(nlp, name, model=model, batch_size=batch_size, device=device, threshold=threshold)
