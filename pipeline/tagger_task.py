@@ -38,7 +38,7 @@ class TaggerTask(Task):
         known = {f.name for f in fields(TrainSettings)}
         settings = TrainSettings.from_dict({**{k: v for k, v in values.items() if k in known},
                                             **{k: v for k, v in options.extra.items() if k in CONFIG_ONLY},
-                                            "format": values["format_"] or "conll",
+                                            "format": values["format_"],
                                             "tag_column": parse_column(values["tag_column"])})
         result = Trainer(settings, resume=values["resume"], log=click.echo, progress=not values["quiet"]).run()
         best = result["best"]

@@ -141,3 +141,9 @@ def test_a_train_option_whose_name_is_taken_is_left_out_with_a_warning():
     assert "task 'clash': train option --epochs refused: its name is taken" in result.stderr
     listing = invoke("plugins")
     assert "train option --epochs refused" in listing.stderr
+
+
+def test_compare_trains_taggers_only():
+    result = invoke("compare", "--task", "triples", "--train", "x", "--test", "y", "--encoder", "bilstm",
+                    "--decoder", "crf")
+    assert result.exit_code == 2 and "'triples' is not one of 'ner', 'tag'" in result.output

@@ -92,7 +92,9 @@ def compare(ctx: click.Context, test: str, encoders: tuple[str, ...], decoders: 
     click.echo(f"\nreport in {output}: compare.md, compare.json, compare.png")
 
 
-compare.params.extend(p for p in train.params if p.name in TRAIN_OPTIONS)
+# train's --task takes any registered task; a grid trains taggers only
+_TASK = click.Option(["--task"], type=click.Choice(["ner", "tag"]), default="ner", show_default=True)
+compare.params.extend(_TASK if p.name == "task" else p for p in train.params if p.name in TRAIN_OPTIONS)
 
 
 def _command_line(ctx: click.Context, config_path: str | None) -> str:

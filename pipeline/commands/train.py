@@ -48,8 +48,7 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
 @click.option("--train", required=True, help="Training corpus.")
 @click.option("--dev", help="Development corpus (model selection by dev F1 / accuracy).")
 @click.option("--output", "-o", default="models/tagger", show_default=True, help="Model folder to write.")
-@click.option("--format", "format_", default=None,
-              help="Corpus format (see `tagpipe plugins`) [default: conll; webnlg for triples, jsonl for seq2seq].")
+@click.option("--format", "format_", default="conll", show_default=True, help="Corpus format (see `tagpipe plugins`).")
 @click.option("--task", default="ner", show_default=True,
               help="ner, tag, or a plugin's task: triples, seq2seq (`tagpipe plugins`). The options below are "
                    "the taggers'; other tasks take a subset and have their own defaults (docs/triples.md, "
