@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CorpusError, TagpipeError
+from pipeline.memory import return_freed_memory
 from pipeline.outputs import HtmlOutput, Output, make_output
 from pipeline.resume import Checkpoints, ResumeState
 from pipeline.sources import Counts, Item, input_files, read_items
@@ -40,12 +41,13 @@ class Settings:
     output_format: str | None = None
     html: str | None = None
     html_page_size: int = 1000
-    batch_size: int = 128
+    batch_size: int = 1024  # documents read, annotated and written together
     n_process: int = 1
     device: str = "cpu"
     threads: int = 1
     existing_ents: str | None = None
     scores: bool = True  # entity confidences (CRF marginals): --no-scores skips that pass
+    precision: str = "fp32"  # bf16/fp16: taggers' encoders under autocast
     strict: bool = False
     resume: bool = False
     checkpoint_seconds: float = 1.0  # how often the resume sidecar is written
@@ -114,15 +116,16 @@ class Reporter:
             self.warn("warning: more bad lines; they are counted in the summary but not shown")
 
 
-def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str = "cpu", batch_size: int = 128,
-              existing_ents: str | None = None, scores: bool = True):
-    """A spaCy pipeline: ``pipeline_dir`` (or a blank tokenizer of the first model's language) plus
-    one component per model, the one its task names (``pipeline.tasks``); without either, the
-    embedded default model."""
+def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str = "cpu",
+              existing_ents: str | None = None, scores: bool = True, precision: str = "fp32"):
+    """A spaCy pipeline: ``pipeline_dir`` (or a blank tokenizer of the first model's language and
+    tokenizer settings) plus one component per model, the one its task names (``pipeline.tasks``);
+    without either, the embedded default model. Components keep their own forward-pass batch size:
+    each receives a whole annotate batch and sorts it by length itself."""
     import spacy
 
     from pipeline.defaults import default_model_path
-    from pipeline.tasks import add_model_pipe, model_config
+    from pipeline.tasks import add_model_pipe, blank_nlp, model_config
 
     paths = [Path(m) for m in models] or ([] if pipeline_dir else [default_model_path()])
     configs = [model_config(p) for p in paths]
@@ -132,10 +135,10 @@ def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str
         except OSError as exc:
             raise TagpipeError(f"{pipeline_dir}: cannot load the spaCy pipeline: {exc}") from None
     else:
-        nlp = spacy.blank(configs[0].get("lang", "en"))
+        nlp = blank_nlp(configs[0])
     for index, (path, config) in enumerate(zip(paths, configs, strict=True)):
         first = index == 0 and pipeline_dir is None
-        add_model_pipe(nlp, path, config, index=index, device=device, batch_size=batch_size, scores=scores,
+        add_model_pipe(nlp, path, config, index=index, device=device, scores=scores, precision=precision,
                        existing_ents=existing_ents or ("overwrite" if first else "merge"))
     return nlp
 
@@ -185,8 +188,9 @@ def run(settings: Settings, *, warn: Callable[[str], None], progress: bool = Fal
     for path in counts.ignored_files:
         warn(f"warning: ignored {path}: no input format claims its extension (use --format)")
     torch.set_num_threads(settings.threads)
-    nlp = build_nlp(settings.models, settings.pipeline, device=settings.device, batch_size=settings.batch_size,
-                    existing_ents=settings.existing_ents, scores=settings.scores)
+    return_freed_memory()  # RSS follows live batches, however long the input (pipeline/memory.py)
+    nlp = build_nlp(settings.models, settings.pipeline, device=settings.device, existing_ents=settings.existing_ents,
+                    scores=settings.scores, precision=settings.precision)
     annotator = Annotator(nlp, tuple(o.encoder for o in outputs), settings.batch_size)
     checkpoints = Checkpoints(outputs[0], outputs, settings.fingerprint(), settings.checkpoint_seconds)
     state = checkpoints.load() if settings.resume else None

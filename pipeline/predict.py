@@ -16,19 +16,19 @@ class Predictor:
         self.nlp = nlp
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, device: str = "cpu", batch_size: int = 64) -> Predictor:
-        import spacy
-
-        from pipeline.tasks import add_model_pipe, model_config
+    def load(cls, path: str | Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
+             precision: str = "fp32") -> Predictor:
+        """``batch_size``: items per forward pass (None: the component's default)."""
+        from pipeline.tasks import add_model_pipe, blank_nlp, model_config
 
         path = Path(path) if path is not None else default_model_path()
         config = model_config(path)
-        tokenizer = config.get("tokenizer")  # e.g. {"segmenter": "char"}: Chinese tagged per character
-        nlp = spacy.blank(config.get("lang", "en"), config={"nlp": {"tokenizer": tokenizer}} if tokenizer else {})
-        add_model_pipe(nlp, path, config, device=device, batch_size=batch_size)  # loads now: errors surface here
+        nlp = blank_nlp(config)
+        add_model_pipe(nlp, path, config, device=device, batch_size=batch_size,  # loads now: errors surface here
+                       precision=precision)
         return cls(nlp)
 
-    def stream(self, items: Iterable[tuple[Any, str, dict[str, Any]]], batch_size: int = 64) -> Iterator[dict]:
+    def stream(self, items: Iterable[tuple[Any, str, dict[str, Any]]], batch_size: int = 1024) -> Iterator[dict]:
         """Records for ``(id, text, extra)`` items, in order, batched through ``nlp.pipe``."""
         from pipeline.records import doc_to_record
 
@@ -36,7 +36,7 @@ class Predictor:
                                                    batch_size=batch_size):
             yield doc_to_record(doc, doc_id, extra)
 
-    def predict(self, texts: Iterable[str], batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict(self, texts: Iterable[str], batch_size: int = 1024) -> list[dict[str, Any]]:
         """One record per text: ``{"id", "text", "tokens", "entities"}`` (plus the fields of the model's
         task, e.g. ``triples`` or ``generated``), ids counting from 1."""
         return list(self.stream(((i, t, {}) for i, t in enumerate(texts, 1)), batch_size=batch_size))

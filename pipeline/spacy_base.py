@@ -97,14 +97,19 @@ class TaggerComponent(ModelComponent):
     is_trainable = True
     model = None
 
-    def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 64,
-                 device: str = "cpu", encoder: str = "tagpipe.bilstm.v1", decoder: str = "tagpipe.crf.v1",
-                 encoder_config: dict[str, Any] | None = None, decoder_config: dict[str, Any] | None = None,
-                 lr: float = 2e-3, **options: Any) -> None:
+    def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 128,
+                 device: str = "cpu", precision: str = "fp32", encoder: str = "tagpipe.bilstm.v1",
+                 decoder: str = "tagpipe.crf.v1", encoder_config: dict[str, Any] | None = None,
+                 decoder_config: dict[str, Any] | None = None, lr: float = 2e-3, **options: Any) -> None:
+        from pipeline.model import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ModelError(f"{name}: precision must be one of {PRECISIONS}, not {precision!r}")
         self.name = name
         self.model_path = model
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self.train_config = {"encoder": encoder, "decoder": decoder, "encoder_config": dict(encoder_config or {}),
                              "decoder_config": dict(decoder_config or {}), "lr": lr}
         self.options = options
@@ -164,8 +169,10 @@ class TaggerComponent(ModelComponent):
         segments = [(d, s.start, s.end) for d in docs for s in segments_of(d)]
         sentences = [[t.text for t in d[a:b]] for d, a, b in segments]
         if not getattr(self, "scores", True):  # marginals cost a forward-backward pass: only when asked for
-            return segments, self.tagger.tag(sentences, batch_size=self.batch_size), [[] for _ in segments]
-        tags, probs = self.tagger.tag(sentences, batch_size=self.batch_size, with_scores=True)
+            tags = self.tagger.tag(sentences, batch_size=self.batch_size, precision=self.precision)
+            return segments, tags, [[] for _ in segments]
+        tags, probs = self.tagger.tag(sentences, batch_size=self.batch_size, with_scores=True,
+                                      precision=self.precision)
         return segments, tags, probs
 
     # -- serialisation (ModelComponent's, through these three) --------------------------
@@ -182,7 +189,7 @@ class TaggerComponent(ModelComponent):
 
     def init_kwargs(self) -> dict[str, Any]:
         return {"model": self.model_path, "batch_size": self.batch_size, "device": self.device,
-                **self.train_config, **self.options}
+                "precision": self.precision, **self.train_config, **self.options}
 
     # -- training inside spaCy -----------------------------------------------------------
     def gold_tags(self, example: Example) -> list[str | None]:

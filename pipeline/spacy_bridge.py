@@ -33,9 +33,10 @@ def register_extensions() -> None:
 register_extensions()
 
 TRAINING_CONFIG: dict[str, Any] = {
-    "batch_size": 64,
+    "batch_size": 128,  # sentences per forward pass; nlp.pipe's batch is sorted by length into these
     "device": "cpu",
     "scores": True,
+    "precision": "fp32",  # bf16/fp16: the encoder under autocast at prediction
     # used by initialize()/update() when spacy train builds the model; ignored for a trained model
     "encoder": "tagpipe.bilstm.v1",
     "decoder": "tagpipe.crf.v1",
@@ -52,14 +53,14 @@ TRAINING_CONFIG: dict[str, Any] = {
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, batch_size: int, device: str,
-             scores: bool, encoder: str, decoder: str, encoder_config: dict[str, Any], decoder_config: dict[str, Any],
-             lr: float) -> NERComponent:
+             scores: bool, precision: str, encoder: str, decoder: str, encoder_config: dict[str, Any],
+             decoder_config: dict[str, Any], lr: float) -> NERComponent:
     """``model``: a tagpipe NER model folder (None: the embedded one, or what ``initialize`` trains);
     ``existing_ents``: overwrite, merge or keep entities set by an earlier component."""
     _declare_requirements(nlp, model)
     return NERComponent(nlp, name, model=model, existing_ents=existing_ents, batch_size=batch_size, device=device,
-                        scores=scores, encoder=encoder, decoder=decoder, encoder_config=encoder_config,
-                        decoder_config=decoder_config, lr=lr)
+                        scores=scores, precision=precision, encoder=encoder, decoder=decoder,
+                        encoder_config=encoder_config, decoder_config=decoder_config, lr=lr)
 
 
 @Language.factory(
@@ -69,13 +70,13 @@ def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, ba
     default_score_weights={"pos_acc": 0.5, "tag_acc": 0.5},
 )
 def make_tagger(nlp: Language, name: str, model: str | None, attr: str | None, batch_size: int, device: str,
-                scores: bool, encoder: str, decoder: str, encoder_config: dict[str, Any],
+                scores: bool, precision: str, encoder: str, decoder: str, encoder_config: dict[str, Any],
                 decoder_config: dict[str, Any], lr: float) -> TokenTaggerComponent:
     """``model``: a tagpipe model trained with ``--task tag``; ``attr``: "pos", "tag" or null (from the model)."""
     _declare_requirements(nlp, model)
     return TokenTaggerComponent(nlp, name, model=model, attr=attr, batch_size=batch_size, device=device,
-                                scores=scores, encoder=encoder, decoder=decoder, encoder_config=encoder_config,
-                                decoder_config=decoder_config, lr=lr)
+                                scores=scores, precision=precision, encoder=encoder, decoder=decoder,
+                                encoder_config=encoder_config, decoder_config=decoder_config, lr=lr)
 
 
 def _declare_requirements(nlp: Language, model: str | None) -> None:

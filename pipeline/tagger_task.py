@@ -69,9 +69,9 @@ class TaggerTask(Task):
 
         return format_entity_table(scores) if "per_type" in scores else format_accuracy_table(scores)
 
-    def component_config(self, model: Path, *, device: str, batch_size: int, scores: bool,
-                         existing_ents: str) -> dict[str, Any]:
-        return {"model": str(model), "device": device, "batch_size": batch_size, "scores": scores}
+    def component_config(self, model: Path, **settings: Any) -> dict[str, Any]:
+        return {**super().component_config(model, **settings), "scores": settings.get("scores", True),
+                "precision": settings.get("precision", "fp32")}
 
 
 class NerTask(TaggerTask):

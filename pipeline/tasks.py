@@ -98,10 +98,14 @@ class Task:
         """``scores`` for a reader (``evaluate`` without ``--json``)."""
         return json.dumps(scores, indent=2)
 
-    def component_config(self, model: Path, *, device: str, batch_size: int, scores: bool,
-                         existing_ents: str) -> dict[str, Any]:
-        """The spaCy component's config for the model in ``model``, from annotate's settings."""
-        return {"model": str(model), "device": device, "batch_size": batch_size}
+    def component_config(self, model: Path, *, device: str, batch_size: int | None = None, scores: bool = True,
+                         existing_ents: str = "overwrite", precision: str = "fp32") -> dict[str, Any]:
+        """The spaCy component's config for the model in ``model``, from annotate's settings;
+        ``batch_size`` (items per forward pass) None keeps the component's own default."""
+        config: dict[str, Any] = {"model": str(model), "device": device}
+        if batch_size is not None:
+            config["batch_size"] = batch_size
+        return config
 
     def record_fields(self, doc: Any) -> dict[str, Any]:
         """Fields this task's component adds to a document's JSON record; ``{}`` when the doc carries
@@ -200,8 +204,8 @@ def record_fields(doc: Any) -> dict[str, Any]:
 
 # -- helpers for tasks -----------------------------------------------------------------------
 def add_model_pipe(nlp: Any, path: Path, config: dict[str, Any] | None = None, *, index: int = 0,
-                   device: str = "cpu", batch_size: int = 64, scores: bool = True,
-                   existing_ents: str = "overwrite") -> Any:
+                   device: str = "cpu", batch_size: int | None = None, scores: bool = True,
+                   existing_ents: str = "overwrite", precision: str = "fp32") -> Any:
     """Add the spaCy component that runs the model in ``path`` to ``nlp`` and, when it has a
     ``loaded()`` method (our ``ModelComponent``), load the model now, so that a bad model fails
     before any output is written; ``index`` names a second component of a kind."""
@@ -210,10 +214,19 @@ def add_model_pipe(nlp: Any, path: Path, config: dict[str, Any] | None = None, *
     factory = task.spacy_factory
     name = factory if factory not in nlp.pipe_names else f"{factory}_{index + 1}"
     component = nlp.add_pipe(factory, name=name, config=task.component_config(
-        Path(path), device=device, batch_size=batch_size, scores=scores, existing_ents=existing_ents))
+        Path(path), device=device, batch_size=batch_size, scores=scores, existing_ents=existing_ents,
+        precision=precision))
     if hasattr(component, "loaded"):
         component.loaded()
     return component
+
+
+def blank_nlp(config: dict[str, Any]) -> Any:
+    """``spacy.blank`` of a model's language and tokenizer settings (e.g. Chinese per character)."""
+    import spacy
+
+    tokenizer = config.get("tokenizer")  # e.g. {"segmenter": "char"}
+    return spacy.blank(config.get("lang", "en"), config={"nlp": {"tokenizer": tokenizer}} if tokenizer else {})
 
 
 def extension_value(doc: Any, name: str) -> Any:

@@ -327,3 +327,16 @@ def test_fuzzed_input_never_gives_a_traceback(model, tmp_path_factory, data, jso
     if lines[-1] == b"":
         lines.pop()  # a final newline ends the last line, it does not start another
     assert written + skipped + blank == len(lines), "every line is a record, a counted bad line or a blank line"
+
+
+def test_bf16_precision_finds_the_same_entities(model, tmp_path):
+    """--precision bf16 runs the BiLSTM under autocast; decoding stays float32, so the spans agree."""
+    source = REPO / "corpora" / "samples" / "news.txt"
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.jsonl"
+        result = annotate(str(source), "-m", model, "-o", str(out), "--precision", precision, "-q")
+        assert result.exit_code == 0, result.output
+        outputs[precision] = [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in records(out)]
+    assert sum(map(len, outputs["fp32"])) > 20
+    assert outputs["bf16"] == outputs["fp32"]

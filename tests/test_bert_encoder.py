@@ -317,6 +317,17 @@ def test_chinese_models_predict_per_character(tiny_bert_dir, tmp_path):
     record = Predictor.load(tmp_path / "model").predict(["我们在北京上学"])[0]
     assert [t["text"] if isinstance(t, dict) else t for t in record["tokens"]] == list("我们在北京上学")
 
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    (tmp_path / "in.txt").write_text("我们在北京上学\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["annotate", str(tmp_path / "in.txt"), "-m", str(tmp_path / "model"), "-o",
+                                      str(tmp_path / "out.jsonl"), "-q"])
+    assert result.exit_code == 0, result.output
+    annotated = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
+    assert annotated["tokens"] == record["tokens"], "annotate tokenises as the model was trained: per character"
+
 
 def test_cli_training_options(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner

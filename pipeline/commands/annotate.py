@@ -21,10 +21,14 @@ EXISTING_ENTS = ("overwrite", "merge", "keep")
               help="Input format: text, jsonl, conll, conllu, spacy, ... (default: from each extension; text for -).")
 @click.option("--html", default=None, help="Also write displaCy entity pages: a FILE.html or a folder.")
 @click.option("--html-page-size", type=int, default=1000, show_default=True, help="Documents per HTML page.")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Documents per batch.")
+@click.option("--batch-size", type=int, default=1024, show_default=True,
+              help="Documents read, annotated and written together (a model sorts them by length into its own "
+                   "forward passes).")
 @click.option("--n-process", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="bf16/fp16: taggers' encoders under autocast (bf16 on CPUs with AVX512-BF16).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process (or --n-process workers); ray: a pool of Ray actors (Ray Data), "
                    "needs pip install 'tagpipe[distributed]'.")
@@ -51,7 +55,8 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
              output_format: str | None, input_format: str | None, html: str | None, html_page_size: int,
              batch_size: int, n_process: int, threads: int, device: str, existing_ents: str | None, scores: bool,
              resume: bool, strict: bool, quiet: bool, checkpoint_seconds: float, engine: str, address: str | None,
-             num_workers: int | None, gpus_per_worker: float, unordered: bool, ray_dashboard: bool) -> None:
+             num_workers: int | None, gpus_per_worker: float, unordered: bool, ray_dashboard: bool,
+             precision: str) -> None:
     """Annotate INPUT files or folders ('-' for stdin): plain text (one document per line), JSONL
     (a "text" or "tokens" field; other fields are carried through), CoNLL, CoNLL-U or spaCy .spacy.
 
@@ -67,7 +72,7 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
                         existing_ents=existing_ents, scores=scores, strict=strict, resume=resume,
                         checkpoint_seconds=checkpoint_seconds, engine=engine, address=address,
                         num_workers=num_workers, gpus_per_worker=gpus_per_worker, unordered=unordered,
-                        ray_dashboard=ray_dashboard)
+                        ray_dashboard=ray_dashboard, precision=precision)
     if engine == "ray":
         from pipeline.ray_engine import check
 
