@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-# kept equal to plugins.perturbed_masking's tuples (not imported: that would load torch)
+# kept equal to plugins.perturbed_masking's and pm_protocol's tuples (importing them would load torch)
 ALGORITHMS = ("eisner", "cle")
 DISTANCES = ("euclidean", "cosine")
 POOLINGS = ("first", "mean", "max")
@@ -89,7 +89,7 @@ def parse(corpus, pretrained, layer, distance, pooling, limit, output, as_json, 
     baselines, which get the same root information as the parser.
     """
     from plugins.dependency_trees import left_chain, right_chain
-    from plugins.perturbed_masking import Attachment, is_punct, parse_matrix
+    from plugins.pm_protocol import Attachment, is_punct, parse_matrix
 
     sentences = _load(corpus, limit)
     model = _impact_model(pretrained, layer, distance, pooling, device, batch_tokens, precision)
@@ -152,7 +152,7 @@ def segment(corpus, pretrained, layer, distance, pooling, limit, output, as_json
     characters; the gold words are only used for scoring.
     """
     from corpora.types import Sentence
-    from plugins.perturbed_masking import boundary_scores, segmentation_counts, split_units
+    from plugins.pm_protocol import boundary_scores, segmentation_counts, split_units
 
     sentences = _load(corpus, limit)
     model = _impact_model(pretrained, layer, distance, pooling, device, batch_tokens, precision)

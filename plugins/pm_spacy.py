@@ -29,12 +29,13 @@ class _LazyImpact:
 
     def __init__(self, name: str, **cfg: Any) -> None:
         from plugins import perturbed_masking as pm
+        from plugins import pm_protocol
 
-        allowed = {"distance": pm.DISTANCES, "pooling": pm.POOLINGS, "algorithm": pm.ALGORITHMS,
-                   "orientation": pm.ORIENTATIONS, "root": pm.ROOTS, "precision": pm.PRECISIONS}
+        allowed = {"distance": pm.DISTANCES, "pooling": pm.POOLINGS, "algorithm": pm_protocol.ALGORITHMS,
+                   "orientation": pm_protocol.ORIENTATIONS, "root": pm_protocol.ROOTS, "precision": pm.PRECISIONS}
         for key, values in allowed.items():
             if key in cfg and cfg[key] not in values:
-                raise pm.OptionError(f"{name}: unknown {key} {cfg[key]!r}; expected one of {values}")
+                raise pm_protocol.OptionError(f"{name}: unknown {key} {cfg[key]!r}; expected one of {values}")
         self.name = name
         self.cfg = cfg
         self._model = None
@@ -85,7 +86,7 @@ class PMParser(_LazyImpact):
     """
 
     def _process(self, docs: list[Doc]) -> list[Doc]:
-        from plugins.perturbed_masking import parse_matrix
+        from plugins.pm_protocol import parse_matrix
 
         spans = [list(doc.sents) if doc.has_annotation("SENT_START") else [doc[:]] for doc in docs]
         flat = [[t.text for t in span] for doc_spans in spans for span in doc_spans]
@@ -119,7 +120,7 @@ class PMSegmenter(_LazyImpact):
     """
 
     def _process(self, docs: list[Doc]) -> list[Doc]:
-        from plugins.perturbed_masking import boundary_scores
+        from plugins.pm_protocol import boundary_scores
 
         chunks: list[tuple[int, int, int]] = []  # (doc, start, end)
         for k, doc in enumerate(docs):
