@@ -48,6 +48,8 @@ class BiLSTMConfig:
     locked_dropout: bool = True  # one dropout mask per sentence (variational), not per token
     pretrained_vectors: str | None = None
     pretrained_limit: int = 50_000  # also add the file's first N words to the vocabulary
+    bigram_dim: int = 0  # > 0: also embed each token with its right neighbour (Chinese characters); 0: off
+    bigram_min_count: int = 2  # rarer training bigrams read as UNK
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> BiLSTMConfig:
@@ -58,7 +60,8 @@ class BiLSTMConfig:
         cfg = cls(**config)
         if cfg.char_encoder not in ("cnn", "lstm"):
             raise ValueError(f"char_encoder must be 'cnn' or 'lstm', not {cfg.char_encoder!r}")
-        positive = ("char_dim", "char_hidden", "casing_dim", "max_word_len", "hidden", "layers", "min_count")
+        positive = ("char_dim", "char_hidden", "casing_dim", "max_word_len", "hidden", "layers", "min_count",
+                    "bigram_min_count")
         for name in positive:
             if getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -66,6 +69,8 @@ class BiLSTMConfig:
             raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
         if cfg.word_dropout < 0:
             raise ValueError(f"word_dropout must be >= 0, got {cfg.word_dropout}")
+        if cfg.bigram_dim < 0:
+            raise ValueError(f"bigram_dim must be >= 0 (0 turns bigrams off), got {cfg.bigram_dim}")
         return cfg
 
 
@@ -178,11 +183,15 @@ class BiLSTMEncoder(Encoder):
         counts: list[int],
         chars: list[str],
         vectors: Tensor | None = None,
+        bigrams: list[str] | None = None,
+        bigram_counts: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.words, self.counts, self.chars = words, counts, chars
+        self.bigrams, self.bigram_counts = bigrams or ["<pad>", "<unk>"], bigram_counts or [0, 0]
         self.word_index = {w: i for i, w in enumerate(words) if i > UNK}  # specials: ids only
+        self.bigram_index = {b: i for i, b in enumerate(self.bigrams) if i > UNK}
         self.char_index = {c: i for i, c in enumerate(chars)}
         self._cache: dict[str, tuple[int, int, list[int]]] = {}
         self._norm = _normalizer(cfg)
@@ -195,7 +204,8 @@ class BiLSTMEncoder(Encoder):
         char_cls = CharCNN if cfg.char_encoder == "cnn" else CharLSTM
         self.char_encoder = char_cls(len(chars), cfg.char_dim, cfg.char_hidden, cfg.dropout)
         self.casing_embed = _embedding(len(CASINGS), cfg.casing_dim)
-        input_dim = word_dim + self.char_encoder.output_dim + cfg.casing_dim
+        self.bigram_embed = _embedding(len(self.bigrams), cfg.bigram_dim) if cfg.bigram_dim else None
+        input_dim = word_dim + self.char_encoder.output_dim + cfg.casing_dim + cfg.bigram_dim
         self.lstm = nn.LSTM(
             input_dim,
             cfg.hidden,
@@ -207,11 +217,8 @@ class BiLSTMEncoder(Encoder):
         _init_lstm(self.lstm)
         self.output_dim = 2 * cfg.hidden
         # P(replace by UNK) per word id; derived from counts, so not saved with the weights.
-        alpha = cfg.word_dropout
-        unk_prob = torch.tensor([alpha / (alpha + c) if c > 0 else 0.0 for c in counts]) if alpha else None
-        if unk_prob is not None:
-            unk_prob[:2] = 0.0
-        self.register_buffer("unk_prob", unk_prob, persistent=False)
+        self.register_buffer("unk_prob", _unk_prob(counts, cfg.word_dropout), persistent=False)
+        self.register_buffer("bigram_unk_prob", _unk_prob(self.bigram_counts, cfg.word_dropout), persistent=False)
 
     # -- building and saving -------------------------------------------------------------
 
@@ -250,7 +257,13 @@ class BiLSTMEncoder(Encoder):
         words += [w for w in train_words if w not in present]
         counts = [0, 0] + [word_counts.get(w, 0) for w in words[2:]]
         chars = ["<pad>", "<unk>", "<bow>", "<eow>"] + [c for c, _ in char_counts.most_common()]
-        return cls(cfg, words, counts, chars, vectors)
+        bigrams, bigram_counts = ["<pad>", "<unk>"], [0, 0]
+        if cfg.bigram_dim:
+            counted = Counter(b for sentence in sentences for b in _bigrams([norm(t) for t in sentence]))
+            kept = [(b, c) for b, c in counted.most_common() if c >= cfg.bigram_min_count]
+            bigrams += [b for b, _ in kept]
+            bigram_counts += [c for _, c in kept]
+        return cls(cfg, words, counts, chars, vectors, bigrams, bigram_counts)
 
     @classmethod
     def from_input(cls, input_dim: int, **config: Any) -> Encoder:
@@ -262,13 +275,16 @@ class BiLSTMEncoder(Encoder):
     @classmethod
     def from_assets(cls, path: Path, config: dict[str, Any]) -> BiLSTMEncoder:
         vocab = json.loads((Path(path) / "vocab.json").read_text(encoding="utf-8"))
-        return cls(BiLSTMConfig.from_dict(config), vocab["words"], vocab["counts"], vocab["chars"])
+        return cls(BiLSTMConfig.from_dict(config), vocab["words"], vocab["counts"], vocab["chars"],
+                   bigrams=vocab.get("bigrams"), bigram_counts=vocab.get("bigram_counts"))
 
     def config(self) -> dict[str, Any]:
         return asdict(self.cfg)
 
     def save_assets(self, path: Path) -> None:
         vocab = {"words": self.words, "counts": self.counts, "chars": self.chars}
+        if self.bigram_embed is not None:
+            vocab.update(bigrams=self.bigrams, bigram_counts=self.bigram_counts)
         Path(path).mkdir(parents=True, exist_ok=True)
         (Path(path) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
 
@@ -293,6 +309,7 @@ class BiLSTMEncoder(Encoder):
     def featurize(self, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
         """``word_ids``/``casing``/``char_index`` ``[B, T]``, ``char_ids`` ``[U, L]``, ``lengths`` ``[B]``.
 
+        With ``bigram_dim``, ``bigram_ids`` ``[B, T]`` too: each token with its right neighbour.
         ``char_ids`` holds the characters of the batch's ``U`` distinct token strings (a batch of
         128 sentences has ~40% distinct tokens), ``char_index`` says which row each token reads,
         so inference runs the character encoder once per distinct word. ``T`` is the longest
@@ -327,13 +344,25 @@ class BiLSTMEncoder(Encoder):
             offsets = torch.cumsum(lens, 0) - lens  # where each word's chars start in flat_chars
             pos = torch.arange(len(flat_chars)) - torch.repeat_interleave(offsets, lens)
             char_ids[torch.repeat_interleave(starts, lens) + pos] = torch.tensor(flat_chars)
-        return {
+        features = {
             "word_ids": torch.tensor(word_ids, dtype=torch.long).view(batch, seq),
             "casing": torch.tensor(casings, dtype=torch.long).view(batch, seq),
             "char_ids": char_ids.view(len(distinct), width),
             "char_index": torch.tensor(char_index, dtype=torch.long).view(batch, seq),
             "lengths": torch.tensor(lengths, dtype=torch.long),
         }
+        if self.bigram_embed is not None:
+            features["bigram_ids"] = self._bigram_ids(sentences, seq)
+        return features
+
+    def _bigram_ids(self, sentences: Sequence[Sequence[str]], seq: int) -> Tensor:
+        """``[B, T]`` ids of each token's bigram with its right neighbour (UNK when unseen, 0 past the end)."""
+        ids = torch.zeros(len(sentences), seq, dtype=torch.long)
+        index = self.bigram_index
+        for b, sentence in enumerate(sentences):
+            row = [index.get(g, UNK) for g in _bigrams([self._norm(t) for t in sentence])]
+            ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return ids
 
     # -- the network -------------------------------------------------------------------------
 
@@ -355,7 +384,14 @@ class BiLSTMEncoder(Encoder):
         else:  # once per distinct word
             encoded = self.char_encoder(chars)[rows]
         char_feats[mask] = encoded.to(char_feats.dtype)  # under autocast the encoder may answer in bf16/fp16
-        x = torch.cat([words, char_feats, self.casing_embed(features["casing"])], dim=2)
+        parts = [words, char_feats, self.casing_embed(features["casing"])]
+        if self.bigram_embed is not None:
+            bigram_ids = features["bigram_ids"]
+            if self.training and self.bigram_unk_prob is not None:
+                drop = torch.rand(bigram_ids.shape, device=bigram_ids.device) < self.bigram_unk_prob[bigram_ids]
+                bigram_ids = bigram_ids.masked_fill(drop, UNK)
+            parts.append(self.bigram_embed(bigram_ids))  # shape: [B, T, bigram_dim]
+        x = torch.cat(parts, dim=2)
         x = self._dropout(x)  # shape: [B, T, input_dim]
         out = run_bilstm(self.lstm, x, lengths)  # shape: [B, T, 2 * hidden]
         return self._dropout(out)
@@ -364,6 +400,20 @@ class BiLSTMEncoder(Encoder):
         if self.cfg.locked_dropout:
             return locked_dropout(x, self.cfg.dropout, self.training)
         return nn.functional.dropout(x, self.cfg.dropout, self.training)
+
+
+def _unk_prob(counts: Sequence[int], alpha: float) -> Tensor | None:
+    """P(replace an id by UNK) in training, ``alpha / (alpha + count)``; None when ``alpha`` is 0."""
+    if not alpha:
+        return None
+    prob = torch.tensor([alpha / (alpha + c) if c > 0 else 0.0 for c in counts])
+    prob[:2] = 0.0  # PAD and UNK themselves
+    return prob
+
+
+def _bigrams(keys: Sequence[str]) -> list[str]:
+    """Each token's lookup key joined to its right neighbour's (``</s>`` after the last)."""
+    return [f"{a}\t{b}" for a, b in zip(keys, [*keys[1:], "</s>"], strict=True)]
 
 
 def _normalizer(cfg: BiLSTMConfig):

@@ -142,6 +142,29 @@ def test_save_and_load_round_trip(tmp_path):
     assert "unk_prob" not in enc.state_dict()
 
 
+def test_bigrams_pair_each_token_with_its_right_neighbour():
+    chars = [list("北京大学"), list("北京"), list("大学生")]
+    enc = BiLSTMEncoder.from_corpus(chars, **TINY, bigram_dim=4, bigram_min_count=2).eval()
+    assert enc.bigrams[2:] == ["北\t京", "大\t学"]  # seen twice; "京\t</s>" once, "京\t大" once: UNK
+    ids = enc.featurize([list("北京大"), list("学")])["bigram_ids"]
+    g = enc.bigram_index
+    assert ids.tolist() == [[g["北\t京"], UNK, UNK], [UNK, PAD, PAD]]
+    assert enc(enc.featurize(chars)).shape == (3, 4, 14)
+    assert enc.lstm.input_size == 8 + 5 + 3 + 4
+
+
+def test_bigrams_survive_save_and_load(tmp_path):
+    enc = build(bigram_dim=3, bigram_min_count=1).eval()
+    enc.save_assets(tmp_path)
+    loaded = BiLSTMEncoder.from_assets(tmp_path, enc.config())
+    loaded.load_state_dict(enc.state_dict())
+    batch = [CORPUS[0], ["unseen", "call", "to"]]
+    assert torch.equal(enc.featurize(batch)["bigram_ids"], loaded.featurize(batch)["bigram_ids"])
+    torch.testing.assert_close(enc(enc.featurize(batch)), loaded.eval()(loaded.featurize(batch)))
+    with pytest.raises(ValueError, match="bigram_dim"):
+        build(bigram_dim=-1)
+
+
 def test_pretrained_vectors_end_up_in_the_embeddings(tmp_path):
     path = tmp_path / "vectors.txt"
     path.write_text("4 3\nGerman 1 2 3\ngerman 9 9 9\nzebra 0.5 0.5 0.5\nlamb -1 0 1\n", encoding="utf-8")
