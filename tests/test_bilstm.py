@@ -109,6 +109,21 @@ def test_forward_shapes_with_an_empty_sentence(char_encoder, layers):
     assert enc(enc.featurize([])).shape == (0, 0, 14)
 
 
+def test_char_cnn_over_words_laid_end_to_end_equals_each_word_convolved_alone():
+    from plugins.bilstm import CharCNN
+
+    torch.manual_seed(0)
+    cnn = CharCNN(20, 6, 5, dropout=0.0)
+    lengths = [2, 7, 3, 12, 2]  # BOW/EOW included; the longest word sets the padding of the others
+    chars = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        chars[row, :n] = torch.randint(4, 20, (n,))
+    for row, n in enumerate(lengths):
+        alone = cnn.conv(cnn.embed(chars[row : row + 1, :n]).transpose(1, 2)).amax(dim=2)[0]
+        torch.testing.assert_close(cnn(chars)[row], alone)
+    assert cnn(chars[:0]).shape == (0, 5)
+
+
 def test_a_sentence_gives_the_same_features_alone_or_padded():
     enc = build().eval()
     alone = enc(enc.featurize([CORPUS[1]]))[0]
