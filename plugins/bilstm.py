@@ -387,10 +387,7 @@ class BiLSTMEncoder(Encoder):
         if batch == 0 or seq == 0:
             return self.word_embed.weight.new_zeros(batch, seq, self.output_dim)
         mask = lengths_to_mask(lengths.to(word_ids.device), seq)  # shape: [B, T]
-        if self.training and self.unk_prob is not None:
-            drop = torch.rand(word_ids.shape, device=word_ids.device) < self.unk_prob[word_ids]
-            word_ids = word_ids.masked_fill(drop, UNK)
-        words = self.word_embed(word_ids)  # shape: [B, T, word_dim]
+        words = self.word_embed(self._word_dropout(word_ids, self.unk_prob))  # shape: [B, T, word_dim]
         char_feats = words.new_zeros(batch, seq, self.char_encoder.output_dim)
         chars, rows = features["char_ids"], features["char_index"][mask]  # only real tokens
         if self.training:  # one row per token: each occurrence draws its own dropout
@@ -400,15 +397,18 @@ class BiLSTMEncoder(Encoder):
         char_feats[mask] = encoded.to(char_feats.dtype)  # under autocast the encoder may answer in bf16/fp16
         parts = [words, char_feats, self.casing_embed(features["casing"])]
         if self.bigram_embed is not None:
-            bigram_ids = features["bigram_ids"]
-            if self.training and self.bigram_unk_prob is not None:
-                drop = torch.rand(bigram_ids.shape, device=bigram_ids.device) < self.bigram_unk_prob[bigram_ids]
-                bigram_ids = bigram_ids.masked_fill(drop, UNK)
+            bigram_ids = self._word_dropout(features["bigram_ids"], self.bigram_unk_prob)
             parts.append(self.bigram_embed(bigram_ids))  # shape: [B, T, bigram_dim]
         x = torch.cat(parts, dim=2)
         x = self._dropout(x)  # shape: [B, T, input_dim]
         out = run_bilstm(self.lstm, x, lengths)  # shape: [B, T, 2 * hidden]
         return self._dropout(out)
+
+    def _word_dropout(self, ids: Tensor, unk_prob: Tensor | None) -> Tensor:
+        """In training, each id replaced by UNK with its probability in ``unk_prob``."""
+        if not self.training or unk_prob is None:
+            return ids
+        return ids.masked_fill(torch.rand(ids.shape, device=ids.device) < unk_prob[ids], UNK)
 
     def _dropout(self, x: Tensor) -> Tensor:
         if self.cfg.locked_dropout:
