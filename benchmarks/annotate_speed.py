@@ -75,6 +75,9 @@ def main() -> None:
             "tagpipe (1 process)": tagpipe(text, args.model, tmp / "out.jsonl"),
             # like for like: spaCy's NER computes no confidences; ours are a forward-backward pass
             "tagpipe (1 process, --no-scores)": tagpipe(text, args.model, tmp / "out_ns.jsonl", "--no-scores"),
+            # an option, not the default: bfloat16 autocast of the encoder (changes outputs slightly)
+            "tagpipe (1 process, --precision bf16)": tagpipe(text, args.model, tmp / "out_bf16.jsonl",
+                                                             "--precision", "bf16"),
             "spaCy sm tok2vec+ner": [sys.executable, str(spacy_script), "ner", str(text)],
             "spaCy sm full": [sys.executable, str(spacy_script), "full", str(text)],
         }
@@ -88,7 +91,9 @@ def main() -> None:
                   "ratio_vs_ner_only": best["tagpipe (1 process)"] / best["spaCy sm tok2vec+ner"],
                   "ratio_vs_full": best["tagpipe (1 process)"] / best["spaCy sm full"],
                   "ratio_no_scores_vs_ner_only": (best["tagpipe (1 process, --no-scores)"]
-                                                  / best["spaCy sm tok2vec+ner"])}
+                                                  / best["spaCy sm tok2vec+ner"]),
+                  "ratio_bf16_vs_ner_only": (best["tagpipe (1 process, --precision bf16)"]
+                                             / best["spaCy sm tok2vec+ner"])}
         if not args.skip_scaling:
             big_tokens = write_text(Path(args.data), big, copies=5)
             one = big_tokens / timed(tagpipe(big, args.model, tmp / "big1.jsonl"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CorpusError, TagpipeError
-from pipeline.memory import return_freed_memory
+from pipeline.memory import trim_freed_memory
 from pipeline.outputs import HtmlOutput, Output, make_output
 from pipeline.resume import Checkpoints, ResumeState
 from pipeline.sources import Counts, Item, input_files, read_items
@@ -169,6 +169,7 @@ class Annotator:
         for doc, item in zip(docs, items, strict=True):
             payloads.append(tuple(encode(doc, item) for encode in self.encoders))
             tokens += len(doc)
+        trim_freed_memory()  # peak RSS stays one batch's, however long the input (pipeline/memory.py)
         return payloads, tokens
 
 
@@ -188,7 +189,6 @@ def run(settings: Settings, *, warn: Callable[[str], None], progress: bool = Fal
     for path in counts.ignored_files:
         warn(f"warning: ignored {path}: no input format claims its extension (use --format)")
     torch.set_num_threads(settings.threads)
-    return_freed_memory()  # RSS follows live batches, however long the input (pipeline/memory.py)
     nlp = build_nlp(settings.models, settings.pipeline, device=settings.device, existing_ents=settings.existing_ents,
                     scores=settings.scores, precision=settings.precision)
     annotator = Annotator(nlp, tuple(o.encoder for o in outputs), settings.batch_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 
 from pipeline.tasks import record_fields
 
@@ -16,9 +16,10 @@ def doc_to_record(doc: Doc, doc_id: Any, extra: dict[str, Any] | None = None) ->
     record: dict[str, Any] = dict(extra or {})
     record.update(id=doc_id, text=doc.text, tokens=[t.text for t in doc])
     entities = []
+    scored = Span.has_extension("tagpipe_score")
     for ent in doc.ents:
         entity = {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text}
-        score = ent._.tagpipe_score if ent.has_extension("tagpipe_score") else None
+        score = ent._.tagpipe_score if scored else None
         if score is not None:
             entity["score"] = round(score, 4)
         entities.append(entity)

@@ -123,7 +123,7 @@ def _current() -> dict[str, Any]:
 
     registry = get_registry()
     if _cache["registry"] is not registry:
-        _cache.update(registry=registry, tasks={}, names=registry.names("task"), options=None, broken=set())
+        _cache.update(registry=registry, tasks={}, names=registry.names("task"), options=None, recorders=None)
     return _cache
 
 
@@ -188,18 +188,27 @@ def train_options(taken: set[str]) -> list[click.Option]:
 
 def record_fields(doc: Any) -> dict[str, Any]:
     """The fields every task adds to ``doc``'s record (see :meth:`Task.record_fields`)."""
-    current = _current()
     fields: dict[str, Any] = {}
-    for name in current["names"]:
-        if name in current["broken"]:
-            continue
-        try:
-            task = get_task(name)
-        except TagpipeError:  # a task whose module cannot be imported ran nothing; `tagpipe plugins` says why
-            current["broken"].add(name)
-            continue
+    for task in _recorders():
         fields.update(task.record_fields(doc))
     return fields
+
+
+def _recorders() -> list[Task]:
+    """The tasks that add record fields (they override :meth:`Task.record_fields`), found once:
+    :func:`record_fields` runs for every annotated document."""
+    current = _current()
+    if current["recorders"] is None:
+        recorders = []
+        for name in current["names"]:
+            try:
+                task = get_task(name)
+            except TagpipeError:  # a task whose module cannot be imported ran nothing; `tagpipe plugins` says why
+                continue
+            if type(task).record_fields is not Task.record_fields:
+                recorders.append(task)
+        current["recorders"] = recorders
+    return current["recorders"]
 
 
 # -- helpers for tasks -----------------------------------------------------------------------
