@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # WebNLG (exact-match: 5,019 / 500 / 703 sentences, 216 relations) with all-MiniLM-L6-v2:
 # both triple heads, then the UniLM seq2seq both ways; each model is scored on the test split.
-# Usage: bash benchmarks/train_webnlg.sh [OUTPUT_DIR] [pointer gplinker d2t t2t]
+# Usage: bash benchmarks/train_webnlg.sh [OUTPUT_DIR] [pointer gplinker d2t t2t pointer-20ep]
 # (MiniLM from ../shared/corpora/get-pypi-data.sh; results in docs/benchmarks.md)
 set -euo pipefail
 WEBNLG=${WEBNLG:-$(dirname "$0")/../../shared/corpora/webnlg}
@@ -11,9 +11,9 @@ shift || true
 RUNS=${*:-pointer gplinker d2t t2t}
 for run in $RUNS; do
     case $run in
-        pointer|gplinker) extra=(--relations "$WEBNLG/rel2id.json") ;;
+        pointer*|gplinker*) extra=(--relations "$WEBNLG/rel2id.json") ;;
         d2t|t2t) extra=() ;;
-        *) echo "unknown run $run (pointer, gplinker, d2t, t2t)" >&2; exit 2 ;;
+        *) echo "unknown run $run (the names of configs/webnlg-*.json)" >&2; exit 2 ;;
     esac
     config=$(dirname "$0")/configs/webnlg-$run.json
     format=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['format'])" "$config")

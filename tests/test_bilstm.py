@@ -264,19 +264,38 @@ def test_learns_to_tag_capitalised_words_it_never_saw():
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_run_bilstm_reads_each_row_to_its_own_length(layers):
+@pytest.mark.parametrize("path", ["packed", "padded"])
+def test_run_bilstm_reads_each_row_to_its_own_length(layers, path):
     """Each row's output equals the LSTM run on that row alone (the backward direction starts at
-    the row's last token, not at the padding), and rows are zero past their length, empty rows too."""
-    from plugins.bilstm import run_bilstm
+    the row's last token, not at the padding), and rows are zero past their length, empty rows too;
+    for both paths: packed and padded (CPU inference under autocast)."""
+    from plugins.bilstm import run_bilstm, run_bilstm_padded
 
     torch.manual_seed(1)
     lstm = nn.LSTM(5, 4, num_layers=layers, batch_first=True, bidirectional=True).eval()
     lengths = torch.tensor([3, 0, 1, 17, 9, 30, 2])
     x = torch.randn(len(lengths), 30, 5)
     with torch.no_grad():
-        out = run_bilstm(lstm, x, lengths)
+        out = (run_bilstm if path == "packed" else run_bilstm_padded)(lstm, x, lengths)
         for row, n in enumerate(lengths.tolist()):
             if n:
                 alone, _ = lstm(x[row : row + 1, :n])
                 torch.testing.assert_close(out[row, :n], alone[0], atol=1e-6, rtol=0)
             assert not out[row, n:].any()
+
+
+def test_padded_bilstm_runs_under_bf16_autocast():
+    """``--precision bf16``: the padded path gives bf16 outputs close to fp32's, zero past each length."""
+    from plugins.bilstm import run_bilstm
+
+    torch.manual_seed(2)
+    lstm = nn.LSTM(8, 6, batch_first=True, bidirectional=True).eval()
+    lengths = torch.tensor([5, 2, 0, 7])
+    x = torch.randn(4, 7, 8)
+    with torch.no_grad():
+        exact = run_bilstm(lstm, x, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = run_bilstm(lstm, x, lengths)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), exact, atol=0.05, rtol=0)
+    assert not low[1, 2:].any() and not low[2].any()
