@@ -163,8 +163,8 @@ def run_bilstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
 
     One packed sequence, except for CPU inference under bf16 autocast (``--precision bf16``):
     there :func:`run_bilstm_padded` gives the same outputs through oneDNN's fused kernel, which
-    packed input cannot use, and which runs bf16 1.3x to 1.5x faster than the packed loop on a CPU
-    with native bf16 (Zen 4). In fp32 the two cost the same within noise, so fp32 keeps one path
+    packed input cannot use: on a CPU with native bf16 (Zen 4) 1.2x to 1.3x faster than packed bf16
+    and 1.5x faster than fp32. In fp32 the two cost the same within noise, so fp32 keeps one path
     (and oneDNN has no fp16 LSTM on CPUs without native fp16).
     """
     if (x.device.type == "cpu" and not torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
