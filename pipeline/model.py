@@ -117,7 +117,7 @@ class Tagger(nn.Module):
         """Best tag ids ``[B, T]`` (-1 at padding) and, optionally, their marginal probabilities.
 
         ``precision`` bf16/fp16 runs the encoder under autocast (on CPU with AVX512-BF16 the
-        BiLSTM runs about 2x faster); the decoder always works on float32 scores, so
+        BiLSTM encoder runs about 1.4x faster); the decoder always works on float32 scores, so
         transition constraints and probabilities keep their precision.
         """
         with inference_autocast(self, precision):

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from pipeline.components import Encoder, lengths_to_mask
+from plugins.bilstm_run import run_bilstm, run_bilstm_rows, uses_step_loop
 
 PAD, UNK, BOW, EOW = 0, 1, 2, 3  # BOW/EOW: char-only markers, so the CNN sees word edges
 CASINGS = ("<pad>", "lower", "upper", "title", "numeric", "has_digit", "mixed", "no_letters")
@@ -154,62 +155,6 @@ def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)  # shape: [B, 1, D]
     return x * mask
-
-
-def run_bilstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
-    """``lstm`` (bidirectional, batch-first) over ``x`` ``[B, T, D]`` whose rows have ``lengths``:
-    ``[B, T, 2H]``, zeros past each row's length; the backward direction starts at each row's own
-    last token.
-
-    One packed sequence, except for CPU inference under bf16 autocast (``--precision bf16``):
-    there :func:`run_bilstm_padded` gives the same outputs through oneDNN's fused kernel, which
-    packed input cannot use: on a CPU with native bf16 (Zen 4) 1.2x to 1.3x faster than packed bf16
-    and 1.5x faster than fp32. In fp32 the two cost the same within noise, so fp32 keeps one path
-    (and oneDNN has no fp16 LSTM on CPUs without native fp16).
-    """
-    if (x.device.type == "cpu" and not torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16):
-        return run_bilstm_padded(lstm, x, lengths)
-    packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = lstm(packed)
-    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    if bool((lengths == 0).any()):  # an empty row ran one padding step: blank it
-        out = out * (lengths.to(out.device) > 0)[:, None, None]
-    return out
-
-
-def run_bilstm_padded(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
-    """:func:`run_bilstm` on the padded batch, one direction at a time, layer by layer.
-
-    The forward direction reads the padding only after a row's last token, so it cannot change
-    that row's outputs. The backward direction runs forward over each row reversed *within its
-    length* (padding still at the end), and its outputs are flipped back the same way. Padding
-    positions are computed, so callers should batch sentences of similar length (``Tagger.tag``
-    sorts them). No dropout between layers: this is inference.
-    """
-    batch, steps, _ = x.shape
-    position = torch.arange(steps, device=x.device)[None, :]
-    lengths = lengths.to(x.device)[:, None]
-    real = position < lengths  # shape: [B, T]
-    flip = torch.where(real, lengths - 1 - position, position)  # shape: [B, T]; its own inverse
-    start = x.new_zeros(1, batch, lstm.hidden_size)
-    for layer in range(lstm.num_layers):
-        forward = torch.lstm(x, (start, start), _direction_weights(lstm, layer, ""), lstm.bias, 1, 0.0, False,
-                             False, True)[0]
-        backward = torch.lstm(_gather_steps(x, flip), (start, start), _direction_weights(lstm, layer, "_reverse"),
-                              lstm.bias, 1, 0.0, False, False, True)[0]
-        x = torch.cat([forward, _gather_steps(backward, flip)], dim=2)  # shape: [B, T, 2H]
-    return x * real[:, :, None]
-
-
-def _direction_weights(lstm: nn.LSTM, layer: int, suffix: str) -> list[Tensor]:
-    names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if lstm.bias else [])
-    return [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
-
-
-def _gather_steps(x: Tensor, index: Tensor) -> Tensor:
-    """``x[b, index[b, t]]`` for every row ``b`` and step ``t``."""
-    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
 def _init_lstm(lstm: nn.LSTM) -> None:
@@ -426,6 +371,8 @@ class BiLSTMEncoder(Encoder):
         if batch == 0 or seq == 0:
             return self.word_embed.weight.new_zeros(batch, seq, self.output_dim)
         mask = lengths_to_mask(lengths.to(word_ids.device), seq)  # shape: [B, T]
+        if self.bigram_embed is None and not self.training and uses_step_loop(self.lstm, self.word_embed.weight):
+            return self._forward_distinct(features, mask)
         words = self.word_embed(self._word_dropout(word_ids, self.unk_prob))  # shape: [B, T, word_dim]
         char_feats = words.new_zeros(batch, seq, self.char_encoder.output_dim)
         chars, rows = features["char_ids"], features["char_index"][mask]  # only real tokens
@@ -442,6 +389,22 @@ class BiLSTMEncoder(Encoder):
         x = self._dropout(x)  # shape: [B, T, input_dim]
         out = run_bilstm(self.lstm, x, lengths)  # shape: [B, T, 2 * hidden]
         return self._dropout(out)
+
+    def _forward_distinct(self, features: dict[str, Tensor], mask: Tensor) -> Tensor:
+        """Inference with each distinct token's input built and projected once (CPU, fp32).
+
+        A token's word id, casing and characters all follow from its string, and ``char_index``
+        already numbers the batch's distinct strings: their ``U`` input rows go to
+        :func:`run_bilstm_rows` with ``char_index`` saying which row each token reads. Same result
+        as :meth:`forward`'s per-token path (a test compares them).
+        """
+        index, chars = features["char_index"], features["char_ids"]  # shapes: [B, T], [U, L]
+        rows, distinct = index[mask], len(chars)  # only real tokens
+        word_ids = features["word_ids"].new_zeros(distinct).index_copy_(0, rows, features["word_ids"][mask])
+        casings = features["casing"].new_zeros(distinct).index_copy_(0, rows, features["casing"][mask])
+        encoded = self.char_encoder(chars).to(self.word_embed.weight.dtype)  # shape: [U, char features]
+        x = torch.cat([self.word_embed(word_ids), encoded, self.casing_embed(casings)], dim=1)  # shape: [U, D]
+        return run_bilstm_rows(self.lstm, x, index, features["lengths"])  # shape: [B, T, 2 * hidden]
 
     def _word_dropout(self, ids: Tensor, unk_prob: Tensor | None) -> Tensor:
         """In training, each id replaced by UNK with its probability in ``unk_prob``."""

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.components import Encoder, lengths_to_mask
-from plugins.bilstm import _init_lstm, locked_dropout, run_bilstm
+from plugins.bilstm import _init_lstm, locked_dropout
+from plugins.bilstm_run import run_bilstm
 
 
 def _stages(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
