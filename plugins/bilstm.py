@@ -391,7 +391,7 @@ class BiLSTMEncoder(Encoder):
         return self._dropout(out)
 
     def _forward_distinct(self, features: dict[str, Tensor], mask: Tensor) -> Tensor:
-        """Inference with each distinct token's input built and projected once (CPU, fp32).
+        """CPU inference (fp32, or bf16 autocast) with each distinct token's input built and projected once.
 
         A token's word id, casing and characters all follow from its string, and ``char_index``
         already numbers the batch's distinct strings: their ``U`` input rows go to

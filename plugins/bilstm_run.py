@@ -81,6 +81,7 @@ def run_bilstm_rows(lstm: nn.LSTM, rows: Tensor, index: Tensor, lengths: Tensor)
 
 def _bilstm_layer(weights: tuple[Tensor, Tensor, Tensor], rows: Tensor, index: Tensor, lengths: Tensor,
                   real: Tensor) -> Tensor:
+    """One layer of :func:`run_bilstm_rows`, both directions: ``[B, T, 2H]``."""
     w_ih, bias, w_hh = weights  # shapes: [D, 8H], [8H], [2, H, 4H]; the matrices fp32 or bf16
     low = w_hh.dtype if w_hh.dtype != torch.float32 else None
     hidden = w_hh.shape[1]
