@@ -86,11 +86,12 @@ def test_the_step_loop_under_bf16_autocast_stays_close_to_fp32():
     assert not low[1, 2:].any() and not low[2].any()
 
 
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_encoder_inference_over_distinct_words_equals_the_packed_encoder(layers):
+def test_encoder_inference_over_distinct_words_equals_the_packed_encoder(layers, char_encoder):
     """The encoder's CPU inference (each distinct token's input projected once) against the
     per-token packed path that training uses, on sentences that repeat words."""
-    enc = build(layers=layers).eval()
+    enc = build(layers=layers, char_encoder=char_encoder).eval()
     feats = enc.featurize([CORPUS[0], CORPUS[3], [], CORPUS[0][:4] + CORPUS[1]])
     with torch.no_grad():
         fast = enc(feats)
