@@ -1,93 +1,41 @@
-"""The ``tagpipe`` command line (also ``python cli.py``).
+"""``python cli.py ...`` from a checkout: the same command line as the ``tagpipe`` console script.
 
-Commands live in ``pipeline/commands/``; plugins add theirs through the ``register_commands``
-hook. Errors a user can act on print as one line on stderr and exit 1, never a traceback.
+The command line itself is :mod:`tagpipe.cli` (``pipeline/cli.py``). When tagpipe is not installed
+(a bare checkout), the repository's folders are mapped onto the ``tagpipe`` import name here, as
+``setup.cfg``'s ``package_dir`` does for an install, so nothing else needs to change.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import sys
+from pathlib import Path
 
-import click
-
-from pipeline.errors import TagpipeError
-
-
-class TagpipeGroup(click.Group):
-    """A click group that loads plugin commands lazily and turns our errors into one line."""
-
-    _plugins_loaded = False
-
-    def _load_plugin_commands(self) -> None:
-        if self._plugins_loaded:
-            return
-        self._plugins_loaded = True
-        from pipeline.plugins import get_plugin_manager, one_line
-
-        # one plugin at a time, so a raising hook is named and the other plugins' commands still load
-        for impl in get_plugin_manager().hook.register_commands.get_hookimpls():
-            try:
-                impl.function(cli=self)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
-                click.echo(f"warning: plugin {impl.plugin_name!r}: register_commands failed: {one_line(exc)}",
-                           err=True)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load_plugin_commands()
-        return super().list_commands(ctx)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is None:
-            self._load_plugin_commands()
-            command = super().get_command(ctx, cmd_name)
-        return command
-
-    def resolve_command(self, ctx: click.Context, args: list[str]):
-        cmd_name, command, rest = super().resolve_command(ctx, args)
-        if cmd_name != "plugins" and not ctx.resilient_parsing:
-            _warn_about_plugin_problems()
-        return cmd_name, command, rest
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except TagpipeError as exc:
-            raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+ROOT = Path(__file__).resolve().parent
+#: import name -> folder, as in setup.cfg's package_dir
+PACKAGE_DIR = {"tagpipe": ROOT / "pipeline", "tagpipe.plugins": ROOT / "plugins", "tagpipe.corpora": ROOT / "corpora"}
 
 
-@click.group(cls=TagpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tagpipe", message="tagpipe %(version)s")
-def cli() -> None:
-    """tagpipe: plugin-based sequence labelling (BiLSTM/BERT encoders, CRF/MEMM decoders) for spaCy."""
+class _CheckoutFinder(importlib.abc.MetaPathFinder):
+    """Finds ``tagpipe``, ``tagpipe.plugins`` and ``tagpipe.corpora`` in this checkout's folders."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        folder = PACKAGE_DIR.get(fullname)
+        if folder is None:
+            return None
+        return importlib.util.spec_from_file_location(
+            fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
 
 
-def _warn_about_plugin_problems() -> None:
-    """One line on stderr when a plugin was refused; ``tagpipe plugins`` shows the details."""
-    from pipeline.plugins import get_registry
-
-    errors = get_registry().errors
-    if errors:
-        click.echo(f"warning: {len(errors)} plugin problem(s), see `tagpipe plugins`: {'; '.join(errors)}", err=True)
-
-
-def _add_builtin_commands() -> None:
-    from pipeline.commands import COMMANDS
-
-    for command in COMMANDS:
-        cli.add_command(command)
-
-
-_add_builtin_commands()
-
-
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="tagpipe")
+def _ensure_tagpipe_importable() -> None:
+    if importlib.util.find_spec("tagpipe") is None:
+        sys.meta_path.insert(0, _CheckoutFinder())
 
 
 if __name__ == "__main__":
+    _ensure_tagpipe_importable()
+    from tagpipe.cli import main
+
     main()

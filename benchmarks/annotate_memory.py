@@ -33,7 +33,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter(
 def make_input(target: Path, megabytes: int) -> int:
     """The train text repeated to ``megabytes``; returns the number of lines."""
     sys.path.insert(0, str(REPO))
-    from corpora.conll import read_conll
+    from tagpipe.corpora.conll import read_conll
 
     block = "".join(" ".join(s.tokens) + "\n" for s in read_conll(DATA)).encode()
     size, lines = megabytes * 1_000_000, 0

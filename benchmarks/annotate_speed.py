@@ -38,7 +38,7 @@ with open(sys.argv[2], encoding="utf-8") as f:
 def write_text(conll: Path, target: Path, copies: int = 1) -> int:
     """The CoNLL file as one sentence per line, ``copies`` times; returns the token count."""
     sys.path.insert(0, str(REPO))
-    from corpora.conll import read_conll
+    from tagpipe.corpora.conll import read_conll
 
     lines = [" ".join(s.tokens) for s in read_conll(conll)]
     target.write_text("\n".join(lines * copies) + "\n", encoding="utf-8")

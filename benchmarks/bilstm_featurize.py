@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from plugins.bilstm import BiLSTMEncoder  # noqa: E402
+from tagpipe.plugins.encoders.bilstm import BiLSTMEncoder  # noqa: E402
 
 DEFAULT = Path.home() / ".cache" / "tagpipe-data" / "conll2003" / "train.txt"
 

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plugins.crf import CRF  # noqa: E402
+from tagpipe.plugins.decoders.crf import CRF  # noqa: E402
 
 SHAPES = [(64, 128, 9), (32, 40, 17)]
 DECODE_TARGET, NLL_TARGET = 5.0, 1.0

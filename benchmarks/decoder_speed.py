@@ -36,10 +36,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    from corpora.conll import read_conll
-    from corpora.schemes import convert
-    from pipeline.model import Tagger, span_labels
-    from pipeline.settings import DECODER_ALIASES
+    from tagpipe.corpora.conll import read_conll
+    from tagpipe.corpora.schemes import convert
+    from tagpipe.model import Tagger, span_labels
+    from tagpipe.training.settings import DECODER_ALIASES
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ replays the random state in its recomputation, so the two loss curves must agree
 
 Peak memory: on GPU ``torch.cuda.max_memory_allocated`` (tensors only); on CPU the process's peak
 RSS (``getrusage``), which is what the machine must have (tracemalloc does not see tensors). On CPU
-the child first calls ``pipeline.memory.return_freed_memory()`` as ``tagpipe train`` does (freed
+the child first calls ``tagpipe.memory.return_freed_memory()`` as ``tagpipe train`` does (freed
 tensors go back to the OS instead of fragmenting glibc's heap); ``--allocator default`` leaves
 glibc as it is, to show the difference.
 
@@ -33,7 +33,7 @@ def sentences_of(subwords: int, count: int, tokenizer, conll: Path) -> tuple[lis
     """``count`` word sequences of exactly ``subwords`` subwords (specials included) and their tags,
     cut from consecutive CoNLL sentences."""
     sys.path.insert(0, str(REPO))
-    from corpora.conll import read_conll
+    from tagpipe.corpora.conll import read_conll
 
     words, tags = [], []
     out_words, out_tags = [], []
@@ -61,11 +61,10 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     sys.path.insert(0, str(REPO))
+    from tagpipe.corpora.schemes import convert
+    from tagpipe.memory import peak_rss_mib, return_freed_memory
+    from tagpipe.model import Tagger, span_labels
     from transformers import AutoTokenizer
-
-    from corpora.schemes import convert
-    from pipeline.memory import peak_rss_mib, return_freed_memory
-    from pipeline.model import Tagger, span_labels
 
     if args.device == "cpu" and args.allocator == "tagpipe":
         return_freed_memory()

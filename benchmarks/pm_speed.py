@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from corpora.conllu import read_conllu  # noqa: E402
-from plugins.perturbed_masking import ImpactModel, distance  # noqa: E402
-from plugins.subwords import align_words  # noqa: E402
+from tagpipe.corpora.conllu import read_conllu  # noqa: E402
+from tagpipe.plugins.encoders.subwords import align_words  # noqa: E402
+from tagpipe.plugins.perturbed_masking.masking import ImpactModel, distance  # noqa: E402
 
 PUD = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "ud" / "en_pud-ud-test.conllu"
 

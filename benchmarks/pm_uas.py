@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from corpora.conllu import read_conllu  # noqa: E402
-from plugins.dependency_trees import left_chain, right_chain  # noqa: E402
-from plugins.perturbed_masking import ImpactModel  # noqa: E402
-from plugins.pm_protocol import Attachment, is_punct, parse_matrix  # noqa: E402
+from tagpipe.corpora.conllu import read_conllu  # noqa: E402
+from tagpipe.plugins.perturbed_masking.masking import ImpactModel  # noqa: E402
+from tagpipe.plugins.perturbed_masking.protocol import Attachment, is_punct, parse_matrix  # noqa: E402
+from tagpipe.plugins.perturbed_masking.trees import left_chain, right_chain  # noqa: E402
 
 UD = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "ud"
 CORPORA = {"PUD": UD / "en_pud-ud-test.conllu", "EWT dev": UD / "en_ewt-ud-dev.conllu"}

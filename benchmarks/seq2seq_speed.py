@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plugins.generation import generate, tokens_per_second  # noqa: E402
-from plugins.seq2seq import Seq2SeqModel  # noqa: E402
+from tagpipe.plugins.seq2seq.generation import generate, tokens_per_second  # noqa: E402
+from tagpipe.plugins.seq2seq.model import Seq2SeqModel  # noqa: E402
 
 SENTENCE = ("the quick brown fox jumps over the lazy dog near the river bank while a small bird "
             "sings in the old oak tree and the farmer walks home")

@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from pipeline.model import Tagger
+from tagpipe.model import Tagger
 
 model = Tagger.load(sys.argv[1])
 settings = model.meta.get("settings", {})

@@ -36,8 +36,8 @@ def time_decode(model, sentences, batch_size: int, repeats: int, threshold: floa
 
 
 def main() -> None:
-    from corpora.webnlg import read_relations, read_webnlg
-    from plugins.triples import TripleModel
+    from tagpipe.corpora.webnlg import read_relations, read_webnlg
+    from tagpipe.plugins.triples.model import TripleModel
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)

@@ -1,5 +1,5 @@
 """Corpus readers and writers. Each format is registered through the ``register_formats`` hook."""
 
-from corpora.types import Sentence
+from tagpipe.corpora.types import Sentence
 
 __all__ = ["Sentence"]

@@ -6,13 +6,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from corpora.types import Sentence
+from tagpipe.corpora.types import Sentence
 
 
 class CorpusFormat:
     """A corpus format: ``read`` yields :class:`Sentence` records; ``write`` is optional.
 
-    Readers stream (a generator over the file) and raise :class:`pipeline.errors.CorpusError`
+    Readers stream (a generator over the file) and raise :class:`tagpipe.errors.CorpusError`
     naming the file and 1-based line for malformed input.
     """
 

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from corpora.base import CorpusFormat
-from corpora.io import CorpusOptionError, OnError, display_name, open_lines, open_output, option_scheme
-from corpora.schemes import PREFIXES, convert
-from corpora.types import Sentence
-from pipeline.errors import CorpusError
+from tagpipe.corpora.base import CorpusFormat
+from tagpipe.corpora.io import CorpusOptionError, OnError, display_name, open_lines, open_output, option_scheme
+from tagpipe.corpora.schemes import PREFIXES, convert
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError
 
 DOCSTART = "-DOCSTART-"
 # Columns are separated by ASCII whitespace (what str.split() splits ASCII text on); a no-break

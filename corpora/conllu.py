@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from corpora.base import CorpusFormat
-from corpora.io import CorpusOptionError, OnError, display_name, open_lines, open_output
-from corpora.types import Sentence
-from pipeline.errors import CorpusError
+from tagpipe.corpora.base import CorpusFormat
+from tagpipe.corpora.io import CorpusOptionError, OnError, display_name, open_lines, open_output
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError
 
 COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 #: columns ``tag_column`` may name, and their index

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import CorpusError, TagpipeError
+from tagpipe.errors import CorpusError, TagpipeError
 
 OnError = Callable[[CorpusError], object]
 STDIO = "-"
@@ -31,7 +31,7 @@ class CorpusOptionError(TagpipeError, ValueError):
 
 def option_scheme(scheme: str) -> str:
     """``check_scheme`` raising :class:`CorpusOptionError`."""
-    from corpora.schemes import SCHEMES, check_scheme
+    from tagpipe.corpora.schemes import SCHEMES, check_scheme
 
     try:
         return check_scheme(scheme)
@@ -185,7 +185,7 @@ def detect_format(path: str | Path) -> str:
     first lines (see :func:`looks_like_conll`). Raises :class:`TagpipeError` when no format
     claims the extension.
     """
-    from pipeline.plugins import get_registry
+    from tagpipe.host import get_registry
 
     name = str(path)
     stem = name[:-3] if name.endswith(".gz") else name

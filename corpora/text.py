@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from corpora.base import CorpusFormat
-from corpora.io import OnError, display_name, open_lines, open_output
-from corpora.types import Sentence
+from tagpipe.corpora.base import CorpusFormat
+from tagpipe.corpora.io import OnError, display_name, open_lines, open_output
+from tagpipe.corpora.types import Sentence
 
 
 def read_text(path: str | Path, *, on_error: OnError | None = None) -> Iterator[Sentence]:

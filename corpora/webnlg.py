@@ -7,7 +7,7 @@ offsets (exclusive ends). A triple whose entity cannot be found is *not* dropped
 it stays in ``Sentence.extra["unlocated"]`` (so evaluation still counts it as a miss) and the
 reader counts it (:class:`WebNLGStats`). ``rel2id.json`` is a list holding one name-to-id dict.
 
-Each :class:`~corpora.types.Sentence` has ``tokens``, ``text`` and ``extra``:
+Each :class:`~tagpipe.corpora.types.Sentence` has ``tokens``, ``text`` and ``extra``:
 ``triples`` (``[s_start, s_end, relation, o_start, o_end]`` lists), ``triple_strings`` (the file's
 triples, de-duplicated) and ``unlocated``.
 
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpora.base import CorpusFormat
-from corpora.io import display_name
-from corpora.types import Sentence
-from pipeline.errors import CorpusError
+from tagpipe.corpora.base import CorpusFormat
+from tagpipe.corpora.io import display_name
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError
 
 
 @dataclass

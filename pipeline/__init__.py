@@ -1,6 +1,6 @@
 """tagpipe's framework core and public API.
 
-``from pipeline import hookimpl`` is all a plugin needs; ``pipeline.load(path)`` loads a trained
+``from pipeline import hookimpl`` is all a plugin needs; ``tagpipe.load(path)`` loads a trained
 model folder. Heavy libraries (torch, spaCy, transformers) are imported only when used.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.hookspecs import hookimpl, hookspec
+from tagpipe.hookspecs import hookimpl, hookspec
 
 if TYPE_CHECKING:
-    from pipeline.predict import Predictor
+    from tagpipe.predict import Predictor
 
 __all__ = ["hookimpl", "hookspec", "load"]
 __version__ = "0.1.0"
@@ -19,6 +19,6 @@ __version__ = "0.1.0"
 
 def load(path: str | None = None, *, device: str = "cpu") -> Predictor:
     """Load a trained model folder (the embedded default model when ``path`` is None)."""
-    from pipeline.predict import Predictor
+    from tagpipe.predict import Predictor
 
     return Predictor.load(path, device=device)

@@ -1,6 +1,6 @@
 """The contracts of the component families. Plugins subclass these.
 
-(``CorpusFormat`` lives in ``corpora.base``, free of torch, and is re-exported here.)
+(``CorpusFormat`` lives in ``tagpipe.corpora.base``, free of torch, and is re-exported here.)
 
 A tagger is an :class:`Encoder` (tokens -> features ``[batch, seq, dim]``) composed with a
 :class:`Decoder` (features -> tag sequence). Any registered encoder works with any registered
@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tagpipe.corpora.base import CorpusFormat
+from tagpipe.corpora.schemes import Constraints
 from torch import Tensor, nn
-
-from corpora.base import CorpusFormat
-from corpora.schemes import Constraints
 
 __all__ = ["CorpusFormat", "Decoder", "Encoder", "lengths_to_mask"]
 
@@ -79,7 +78,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Scores tag sequences from encoder features: a loss to train, a best sequence to predict.
 
-    ``constraints`` (from :func:`corpora.schemes.allowed_transitions`) forbid invalid sequences;
+    ``constraints`` (from :func:`tagpipe.corpora.schemes.allowed_transitions`) forbid invalid sequences;
     a decoder must never output one when they are given.
     """
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corpora.schemes import check_scheme, convert, is_valid, tags_to_spans
-from corpora.types import Sentence
-from pipeline.errors import CorpusError, TagpipeError
-from pipeline.plugins import get_registry
+from tagpipe.corpora.schemes import check_scheme, convert, is_valid, tags_to_spans
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError, TagpipeError
+from tagpipe.host import get_registry
 
 TASKS = ("ner", "tag")
 

@@ -4,7 +4,7 @@ A plugin is a module (found through the ``tagpipe`` entry-point group, or regist
 in-process) with functions marked ``@hookimpl``. Builtin components use exactly these
 hooks. Each ``register_*`` hook receives a ``register`` callable bound to one family::
 
-    from pipeline import hookimpl
+    from tagpipe import hookimpl
 
     @hookimpl
     def register_decoders(register):
@@ -24,8 +24,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
-
-    from pipeline.registry import Register
+    from tagpipe.registry import Register
 
 PROJECT = "tagpipe"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -34,25 +33,25 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_encoders(register: Register) -> None:
-    """Register encoders: ``nn.Module`` subclasses of ``pipeline.components.Encoder`` that turn
+    """Register encoders: ``nn.Module`` subclasses of ``tagpipe.components.Encoder`` that turn
     a batch of tokenised sentences into features ``[batch, seq, dim]``."""
 
 
 @hookspec
 def register_decoders(register: Register) -> None:
-    """Register decoders: subclasses of ``pipeline.components.Decoder`` that score tag sequences
+    """Register decoders: subclasses of ``tagpipe.components.Decoder`` that score tag sequences
     from encoder features (a loss for training, a best sequence for prediction)."""
 
 
 @hookspec
 def register_formats(register: Register) -> None:
-    """Register corpus formats: ``pipeline.components.CorpusFormat`` objects (a reader and,
+    """Register corpus formats: ``tagpipe.components.CorpusFormat`` objects (a reader and,
     where it makes sense, a writer), chosen with ``--format NAME``."""
 
 
 @hookspec
 def register_tasks(register: Register) -> None:
-    """Register tasks: ``pipeline.tasks.Task`` subclasses, instantiated with no arguments, named as
+    """Register tasks: ``tagpipe.tasks.Task`` subclasses, instantiated with no arguments, named as
     the ``"task"`` their model folders write in ``config.json``. A task tells ``tagpipe train
     --task NAME`` how to train such a model (and may add its own ``train`` options; one whose
     name is taken is left out with a warning), ``tagpipe evaluate`` how to score one, and

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tagpipe.components import Decoder, Encoder, lengths_to_mask
+from tagpipe.corpora.schemes import Constraints, allowed_transitions
+from tagpipe.errors import ModelError
+from tagpipe.host import get_registry
 from torch import Tensor, nn
-
-from corpora.schemes import Constraints, allowed_transitions
-from pipeline.components import Decoder, Encoder, lengths_to_mask
-from pipeline.errors import ModelError
-from pipeline.plugins import get_registry
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"

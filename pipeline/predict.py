@@ -1,4 +1,4 @@
-"""``pipeline.load(path).predict(texts)``: the Python face of ``tagpipe annotate``."""
+"""``tagpipe.load(path).predict(texts)``: the Python face of ``tagpipe annotate``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.defaults import default_model_path
+from tagpipe.defaults import default_model_path
 
 
 class Predictor:
@@ -19,7 +19,7 @@ class Predictor:
     def load(cls, path: str | Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
              precision: str = "fp32") -> Predictor:
         """``batch_size``: items per forward pass (None: the component's default)."""
-        from pipeline.tasks import add_model_pipe, blank_nlp, model_config
+        from tagpipe.tasks import add_model_pipe, blank_nlp, model_config
 
         path = Path(path) if path is not None else default_model_path()
         config = model_config(path)
@@ -30,7 +30,7 @@ class Predictor:
 
     def stream(self, items: Iterable[tuple[Any, str, dict[str, Any]]], batch_size: int = 1024) -> Iterator[dict]:
         """Records for ``(id, text, extra)`` items, in order, batched through ``nlp.pipe``."""
-        from pipeline.records import doc_to_record
+        from tagpipe.annotating.records import doc_to_record
 
         for doc, (doc_id, extra) in self.nlp.pipe(((t, (i, e)) for i, t, e in items), as_tuples=True,
                                                    batch_size=batch_size):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import PluginError, UnknownComponentError
+from tagpipe.errors import PluginError, UnknownComponentError
 
 KINDS = ("encoder", "decoder", "format", "task")
 

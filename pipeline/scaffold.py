@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.errors import TagpipeError
+from tagpipe.errors import TagpipeError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "plugin_template"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
@@ -50,6 +50,6 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 
 def _tagpipe_version() -> str:
-    from pipeline import __version__
+    from tagpipe import __version__
 
     return __version__

@@ -2,13 +2,13 @@
 
 A model folder's ``config.json`` names its task (``"ner"`` when it names none). Plugins register
 a :class:`Task` subclass per task through ``register_tasks(register)``; the builtin ``ner`` and
-``tag`` come through the same hook (``plugins/builtin_tasks.py``), the relation-triple and
+``tag`` come through the same hook (``plugins/tagging/hooks.py``), the relation-triple and
 seq2seq plugins add ``triples`` and ``seq2seq``. The commands ask the task:
 
 - ``tagpipe train --task NAME``: :meth:`Task.train`, with the command's options as
   :class:`Options` (plus any :attr:`Task.train_options` the task adds to ``train``);
 - ``tagpipe evaluate``: :meth:`Task.evaluate` and :meth:`Task.format_scores`;
-- ``tagpipe annotate`` and ``pipeline.load``: the spaCy component (:attr:`Task.spacy_factory`,
+- ``tagpipe annotate`` and ``tagpipe.load``: the spaCy component (:attr:`Task.spacy_factory`,
   :meth:`Task.component_config`) and the fields it adds to each record (:meth:`Task.record_fields`).
 
 Only click is imported here, so registering tasks stays fast.
@@ -26,8 +26,7 @@ from typing import Any, ClassVar
 
 import click
 from click.core import ParameterSource
-
-from pipeline.errors import ModelError, TagpipeError
+from tagpipe.errors import ModelError, TagpipeError
 
 DEFAULT_TASK = "ner"  # what a config.json without "task" holds
 #: where an option's value counts as the user's (else the command's default, which a task may replace)
@@ -119,7 +118,7 @@ _cache: dict[str, Any] = {"registry": None}
 
 def _current() -> dict[str, Any]:
     """Task instances and names of the process-wide registry (rebuilt with it: tests, ``plugins.reset``)."""
-    from pipeline.plugins import get_registry
+    from tagpipe.host import get_registry
 
     registry = get_registry()
     if _cache["registry"] is not registry:

@@ -15,7 +15,7 @@ DATA_DIR = Path(os.environ.get("TAGPIPE_DATA", Path.home() / ".cache" / "tagpipe
 @pytest.fixture(autouse=True)
 def fresh_plugins():
     """Each test starts with a freshly built plugin manager and registry."""
-    from pipeline import plugins
+    from tagpipe import host as plugins
 
     plugins.reset()
     yield
@@ -45,8 +45,8 @@ TINY_BILSTM = {"word_dim": 24, "char_dim": 12, "char_hidden": 12, "hidden": 32}
 @pytest.fixture(scope="session")
 def tiny_ner_model(tmp_path_factory) -> Path:
     """A BiLSTM-CRF trained to fit the tiny sample corpus (a few seconds), shared by the session."""
-    from pipeline.settings import TrainSettings
-    from pipeline.training import Trainer
+    from tagpipe.training.loop import Trainer
+    from tagpipe.training.settings import TrainSettings
 
     out = tmp_path_factory.mktemp("tiny-ner") / "model"
     settings = TrainSettings(train=str(TINY_CONLL), dev=str(TINY_CONLL), output=str(out), encoder_config=TINY_BILSTM,
@@ -80,8 +80,7 @@ TINY_PAIRS = [{"source": s, "target": s} for s in ("the cat sat on the mat", "a 
 def invoke_cli(*args: str):
     """``tagpipe ARGS`` in this process; fails the test on a non-zero exit, showing the output."""
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exit_code == 0, result.output

@@ -14,8 +14,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from cli import cli
+from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCE = "Angela Merkel met Emmanuel Macron in Paris on Tuesday ."
@@ -213,7 +212,8 @@ def test_resume_refuses_a_partial_output_of_other_options(model, tmp_path):
 # -- models of other tasks: relation triples, seq2seq ----------------------------------------
 @pytest.mark.parametrize("task,field", [("triples", "triples"), ("seq2seq", "generated")])
 def test_triples_and_seq2seq_models_keep_annotates_guarantees(request, tmp_path, task, field):
-    import pipeline
+    import tagpipe
+
     from tests.conftest import TINY_WEBNLG
 
     model = str(request.getfixturevalue(f"tiny_{task}_model"))
@@ -225,7 +225,7 @@ def test_triples_and_seq2seq_models_keep_annotates_guarantees(request, tmp_path,
     assert result.exit_code == 0, result.output
     got = records(whole)
     assert [r["n"] for r in got] == list(range(len(texts)))
-    assert [r[field] for r in got] == [r[field] for r in pipeline.load(model).predict(texts)]
+    assert [r[field] for r in got] == [r[field] for r in tagpipe.load(model).predict(texts)]
     if task == "triples":
         assert got[1]["triples"] == [{"subject": "dog", "relation": "r0", "object": "home",
                                       "subject_span": [4, 7], "object_span": [12, 16]}]

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from cli import cli
+from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCE = "Angela Merkel met Emmanuel Macron in Paris on Tuesday ."
@@ -44,7 +43,7 @@ def ray_instance():
     """One local Ray instance (2 CPUs) for the in-process runs of this module; the engine uses an
     instance it finds running and leaves it running."""
     pytest.importorskip("ray")
-    from pipeline.ray_engine import import_ray
+    from tagpipe.annotating.ray_engine import import_ray
 
     ray = import_ray(local=True)  # usage statistics off before Ray starts
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
@@ -166,8 +165,9 @@ def test_refused_options_are_one_line(options, message, tmp_path, monkeypatch):
 
 
 def test_nothing_imports_ray_at_start():
-    code = ("import sys\nfrom click.testing import CliRunner\nimport cli, pipeline, pipeline.annotating, "
-            "pipeline.ray_engine, pipeline.commands.annotate\n"
+    code = ("import sys\nfrom click.testing import CliRunner\nimport tagpipe, tagpipe.cli as cli, "
+            "tagpipe.annotating.engine, "
+            "tagpipe.annotating.ray_engine, tagpipe.commands.annotate\n"
             "assert CliRunner().invoke(cli.cli, ['annotate', '--help']).exit_code == 0\n"
             "assert CliRunner().invoke(cli.cli, ['--help']).exit_code == 0\n"
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tagpipe.errors import ModelError
+from tagpipe.model import Tagger
+from tagpipe.plugins.encoders.bert import BertEncoder, best_windows, window_bounds
+from tagpipe.training.loop import Trainer
+from tagpipe.training.settings import TrainSettings
 
-from pipeline.errors import ModelError
-from pipeline.model import Tagger
-from pipeline.settings import TrainSettings
-from pipeline.training import Trainer
-from plugins.bert import BertEncoder, best_windows, window_bounds
 from tests.conftest import TINY_CONLL
 
 SENTENCES = [
@@ -309,7 +309,7 @@ def test_chinese_bmes_training_repairs_or_drops_broken_segments(tiny_bert_dir, t
 
 
 def test_chinese_models_predict_per_character(tiny_bert_dir, tmp_path):
-    from pipeline.predict import Predictor
+    from tagpipe.predict import Predictor
 
     tagger = Tagger.build([list("我在北京")], ["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC"], encoder="tagpipe.bert.v1",
                           decoder="tagpipe.softmax.v1", encoder_config={"pretrained": str(tiny_bert_dir)}, lang="zh")
@@ -318,8 +318,7 @@ def test_chinese_models_predict_per_character(tiny_bert_dir, tmp_path):
     assert [t["text"] if isinstance(t, dict) else t for t in record["tokens"]] == list("我们在北京上学")
 
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     (tmp_path / "in.txt").write_text("我们在北京上学\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["annotate", str(tmp_path / "in.txt"), "-m", str(tmp_path / "model"), "-o",
@@ -331,8 +330,7 @@ def test_chinese_models_predict_per_character(tiny_bert_dir, tmp_path):
 
 def test_cli_training_options(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     args = ["train", "--train", str(TINY_CONLL), "--output", str(tmp_path / "model"), "--encoder", "bert",
             "--pretrained", str(tiny_bert_dir), "--epochs", "1", "--batch-size", "4", "--accumulate", "2",

@@ -6,11 +6,10 @@ import random
 
 import pytest
 import torch
+from tagpipe.errors import CorpusError
+from tagpipe.plugins.encoders.bilstm import CASINGS, PAD, UNK, BiLSTMEncoder, casing
+from tagpipe.plugins.encoders.vectors import read_word_vectors
 from torch import nn
-
-from pipeline.errors import CorpusError
-from plugins.bilstm import CASINGS, PAD, UNK, BiLSTMEncoder, casing
-from plugins.vectors import read_word_vectors
 
 CORPUS = [
     ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
@@ -42,10 +41,10 @@ def test_repeated_tokens_share_one_char_row_with_the_same_features_as_per_token(
 
 
 def test_registered_without_importing_torch_eagerly():
-    from pipeline.plugins import get_registry
+    from tagpipe.host import get_registry
 
     entry = get_registry().entry("encoder", "tagpipe.bilstm.v1")
-    assert entry.factory == "plugins.bilstm:BiLSTMEncoder"
+    assert entry.factory == "tagpipe.plugins.encoders.bilstm:BiLSTMEncoder"
     assert entry.load() is BiLSTMEncoder
 
 
@@ -110,7 +109,7 @@ def test_forward_shapes_with_an_empty_sentence(char_encoder, layers):
 
 
 def test_char_cnn_over_words_laid_end_to_end_equals_each_word_convolved_alone():
-    from plugins.bilstm import CharCNN
+    from tagpipe.plugins.encoders.bilstm import CharCNN
 
     torch.manual_seed(0)
     cnn = CharCNN(20, 6, 5, dropout=0.0)

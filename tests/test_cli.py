@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-
-from cli import cli
+from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "corpora" / "samples" / "tiny.conll"

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from tagpipe.cli import cli
+from tagpipe.compare import grid as engine
+from tagpipe.compare.grid import parse_encoder, spread
+from tagpipe.errors import TagpipeError
 
-from cli import cli
-from pipeline import compare as engine
-from pipeline.compare import parse_encoder, spread
-from pipeline.errors import TagpipeError
 from tests.conftest import TINY_BILSTM, TINY_CONLL
 
 CORPORA = ["--train", str(TINY_CONLL), "--dev", str(TINY_CONLL), "--test", str(TINY_CONLL)]

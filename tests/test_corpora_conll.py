@@ -10,11 +10,10 @@ import pytest
 from conftest import REPO, data_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from corpora.conll import ConllFormat, read_conll, write_conll
-from corpora.schemes import is_valid
-from corpora.types import Sentence
-from pipeline.errors import CorpusError
+from tagpipe.corpora.conll import ConllFormat, read_conll, write_conll
+from tagpipe.corpora.schemes import is_valid
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError
 
 CONLL2003 = """-DOCSTART- -X- -X- O
 
@@ -223,7 +222,7 @@ def test_failed_write_leaves_the_old_file(tmp_path):
 
 
 def test_format_class_and_registry(tmp_path):
-    from pipeline.plugins import get_registry
+    from tagpipe.host import get_registry
 
     fmt = get_registry().get("format", "conll")()
     assert isinstance(fmt, ConllFormat) and fmt.name == "conll" and ".txt" in fmt.extensions

@@ -9,11 +9,10 @@ import pytest
 from conftest import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from corpora.conllu import ConlluFormat, read_conllu, write_conllu
-from corpora.text import sentence_text
-from corpora.types import Sentence
-from pipeline.errors import CorpusError
+from tagpipe.corpora.conllu import ConlluFormat, read_conllu, write_conllu
+from tagpipe.corpora.text import sentence_text
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError
 
 SAMPLE = """# newdoc id = d1
 # sent_id = s1
@@ -198,7 +197,7 @@ def test_on_error_skips_the_bad_sentence(tmp_path):
 
 
 def test_format_class(tmp_path):
-    from pipeline.plugins import get_registry
+    from tagpipe.host import get_registry
 
     fmt = get_registry().get("format", "conllu")()
     assert isinstance(fmt, ConlluFormat) and fmt.extensions == (".conllu",)

@@ -12,13 +12,12 @@ import pytest
 from conftest import REPO, shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from corpora.conllu import read_conllu
-from corpora.io import atomic_write, detect_format, open_lines
-from corpora.jsonl import JsonlFormat, read_jsonl, write_jsonl
-from corpora.text import TextFormat, read_text, sentence_text, write_text
-from corpora.types import Sentence
-from pipeline.errors import CorpusError, TagpipeError
+from tagpipe.corpora.conllu import read_conllu
+from tagpipe.corpora.io import atomic_write, detect_format, open_lines
+from tagpipe.corpora.jsonl import JsonlFormat, read_jsonl, write_jsonl
+from tagpipe.corpora.text import TextFormat, read_text, sentence_text, write_text
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError, TagpipeError
 
 
 def write(tmp_path, text: str | bytes, name: str = "corpus.jsonl"):
@@ -238,8 +237,8 @@ def test_dash_writes_to_stdout(capsys):
 
 
 def test_bad_options_are_value_errors_the_cli_can_show():
-    from corpora.conll import read_conll
-    from corpora.io import CorpusOptionError
+    from tagpipe.corpora.conll import read_conll
+    from tagpipe.corpora.io import CorpusOptionError
 
     with pytest.raises(CorpusOptionError) as caught:
         read_conll("x.conll", scheme="bilou")
@@ -269,7 +268,7 @@ def test_detect_format(tmp_path):
 
 
 def test_builtin_formats_are_registered_by_the_builtin_plugin():
-    from pipeline.plugins import get_registry
+    from tagpipe.host import get_registry
 
     registry = get_registry()
     assert registry.names("format") == ["conll", "conllu", "jsonl", "text", "webnlg"]

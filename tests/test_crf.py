@@ -6,10 +6,9 @@ import itertools
 
 import pytest
 import torch
-
-from corpora.schemes import allowed_transitions, is_valid
-from plugins import viterbi
-from plugins.crf import CRF, CRFDecoder
+from tagpipe.corpora.schemes import allowed_transitions, is_valid
+from tagpipe.plugins.decoders import viterbi
+from tagpipe.plugins.decoders.crf import CRF, CRFDecoder
 
 IOB2 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 BIOES = ["O", "B-X", "I-X", "E-X", "S-X"]

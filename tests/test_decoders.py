@@ -10,11 +10,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from corpora.schemes import allowed_transitions, is_valid
-from pipeline import plugins
-from plugins.memm import BiMEMMDecoder, MEMMDecoder
-from plugins.softmax import SoftmaxDecoder
+from tagpipe import host as plugins
+from tagpipe.corpora.schemes import allowed_transitions, is_valid
+from tagpipe.plugins.decoders.memm import BiMEMMDecoder, MEMMDecoder
+from tagpipe.plugins.decoders.softmax import SoftmaxDecoder
 
 BUILTIN = ["tagpipe.softmax.v1", "tagpipe.crf.v1", "tagpipe.memm.v1", "tagpipe.bimemm.v1"]
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]

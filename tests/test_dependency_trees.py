@@ -6,8 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-
-from plugins.dependency_trees import (
+from tagpipe.plugins.perturbed_masking.trees import (
     chu_liu_edmonds,
     eisner,
     is_projective,

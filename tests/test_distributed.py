@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pipeline import distributed
-from pipeline.model import Tagger
-from pipeline.settings import TrainSettings
-from pipeline.training import CHECKPOINT_DIR, STATE_FILE, Trainer
+from tagpipe.model import Tagger
+from tagpipe.training import distributed
+from tagpipe.training.loop import CHECKPOINT_DIR, STATE_FILE, Trainer
+from tagpipe.training.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "corpora" / "samples" / "tiny.conll")  # 40 sentences

@@ -1,4 +1,4 @@
-"""pipeline.memory: freed tensor memory goes back to the OS, so peak RSS measures live tensors."""
+"""tagpipe.memory: freed tensor memory goes back to the OS, so peak RSS measures live tensors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 PROBE = """
 import torch
-from pipeline.memory import return_freed_memory, trim_freed_memory
+from tagpipe.memory import return_freed_memory, trim_freed_memory
 
 def rss_mib():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pipeline.model import Tagger
-from pipeline.settings import TrainSettings
-from pipeline.training import Trainer
+from tagpipe.model import Tagger
+from tagpipe.training.loop import Trainer
+from tagpipe.training.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "corpora" / "samples" / "tiny.conll")
@@ -94,8 +93,7 @@ def test_save_load_round_trip_predicts_identically(tmp_path):
 
 def test_config_file_values_are_defaults_that_flags_override(tmp_path):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"train": TINY, "dev": TINY, "epochs": 1, "batch-size": 8, "device": "cpu",
@@ -109,8 +107,7 @@ def test_config_file_values_are_defaults_that_flags_override(tmp_path):
 
 def test_config_file_format_reaches_the_reader(tmp_path):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"train": TINY, "format": "no-such-format", "output": str(tmp_path / "m")}))

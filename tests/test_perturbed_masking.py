@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from plugins.perturbed_masking import ImpactModel, _top_rows, distance
-from plugins.pm_protocol import (
+from tagpipe.plugins.encoders.subwords import TokenizerError, align_words, check_fast, pool_words
+from tagpipe.plugins.perturbed_masking.masking import ImpactModel, _top_rows, distance
+from tagpipe.plugins.perturbed_masking.protocol import (
     OptionError,
     arc_scores,
     boundary_scores,
@@ -22,7 +22,7 @@ from plugins.pm_protocol import (
     segmentation_counts,
     split_units,
 )
-from plugins.subwords import TokenizerError, align_words, check_fast, pool_words
+
 from tests.conftest import REPO, shared_path
 
 SENTENCES = [
@@ -167,7 +167,7 @@ def test_bad_options_are_user_errors(tiny, tmp_path):
         ImpactModel(model, tokenizer, device="nonsense")
     with pytest.raises(OptionError, match="precision"):
         ImpactModel(model, tokenizer, precision="int8")
-    from pipeline.errors import ModelError
+    from tagpipe.errors import ModelError
 
     with pytest.raises(ModelError, match="config.json"):
         ImpactModel.from_pretrained(tmp_path)
@@ -175,7 +175,9 @@ def test_bad_options_are_user_errors(tiny, tmp_path):
 
 def test_cli_choices_equal_the_engine_tuples():
     """pm_cli keeps copies of the engine's choices (importing the engine would load torch)."""
-    from plugins import perturbed_masking, pm_cli, pm_protocol
+    from tagpipe.plugins.perturbed_masking import cli as pm_cli
+    from tagpipe.plugins.perturbed_masking import masking as perturbed_masking
+    from tagpipe.plugins.perturbed_masking import protocol as pm_protocol
 
     for name in ("DISTANCES", "POOLINGS", "PRECISIONS"):
         assert getattr(pm_cli, name) == getattr(perturbed_masking, name), name
@@ -225,8 +227,7 @@ def test_segmentation_on_tiny_model_follows_its_boundary_signal(tiny):
 
 def test_spacy_parser_sets_heads_and_sentences(tiny_bert_dir):
     import spacy
-
-    import plugins.pm_spacy  # noqa: F401 - registers the factories without the entry point
+    import tagpipe.plugins.perturbed_masking.spacy_components  # noqa: F401 - registers the factories without the entry point
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
@@ -246,8 +247,7 @@ def test_spacy_parser_sets_heads_and_sentences(tiny_bert_dir):
 
 def test_spacy_round_trip_in_a_fresh_process(tiny_bert_dir, tmp_path):
     import spacy
-
-    import plugins.pm_spacy  # noqa: F401
+    import tagpipe.plugins.perturbed_masking.spacy_components  # noqa: F401
 
     nlp = spacy.blank("en")
     nlp.add_pipe("tagpipe_pm_parser", config={"pretrained": str(tiny_bert_dir), "layer": 1})
@@ -256,7 +256,7 @@ def test_spacy_round_trip_in_a_fresh_process(tiny_bert_dir, tmp_path):
     script = textwrap.dedent(f"""
         import importlib.metadata, json, spacy
         if not any(e.name == "tagpipe_pm_parser" for e in importlib.metadata.entry_points(group="spacy_factories")):
-            import plugins.pm_spacy  # source checkout without `pip install -e .`
+            import tagpipe.plugins.perturbed_masking.spacy_components  # source checkout without `pip install -e .`
         nlp = spacy.load({str(tmp_path / "pipeline")!r})
         doc = nlp("The cat sat on the mat .")
         print(json.dumps([[t.head.i for t in doc], nlp.get_pipe("tagpipe_pm_parser").cfg["layer"]]))
@@ -268,8 +268,7 @@ def test_spacy_round_trip_in_a_fresh_process(tiny_bert_dir, tmp_path):
 
 def test_spacy_segmenter_retokenizes(tiny_bert_dir):
     import spacy
-
-    import plugins.pm_spacy  # noqa: F401
+    import tagpipe.plugins.perturbed_masking.spacy_components  # noqa: F401
 
     nlp = spacy.blank("zh")
     nlp.add_pipe("tagpipe_pm_segmenter", config={"pretrained": str(tiny_bert_dir), "threshold": -1.0})
@@ -281,7 +280,7 @@ def test_spacy_segmenter_retokenizes(tiny_bert_dir):
 
 
 def run_cli(*args: str):
-    from cli import cli
+    from tagpipe.cli import cli
 
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
@@ -296,7 +295,7 @@ def test_cli_parse_on_real_ud(tiny_bert_dir, tmp_path):
     assert {"uas", "uas_with_punct", "left_chain", "right_chain"} <= report.keys()
     assert report["sentences"] == 3 and report["protocol"]["root"] == "cls"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from corpora.conllu import read_conllu
+    from tagpipe.corpora.conllu import read_conllu
 
     predicted = list(read_conllu(out))
     assert len(predicted) == 3 and all(s.heads.count(0) == 1 for s in predicted)
@@ -312,7 +311,7 @@ def test_cli_segment_on_real_ud(tiny_bert_dir, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert {"precision", "recall", "f1"} <= report.keys() and 0 <= report["f1"] <= 100
-    from corpora.conllu import read_conllu
+    from tagpipe.corpora.conllu import read_conllu
 
     gold = [s.tokens for s in read_conllu(corpus)][:2]
     assert ["".join(s.tokens) for s in read_conllu(out)] == ["".join(t) for t in gold]
@@ -320,6 +319,8 @@ def test_cli_segment_on_real_ud(tiny_bert_dir, tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path):
     corpus = shared_path("ud", "en_pud-ud-test.conllu")
-    result = CliRunner().invoke(__import__("cli").cli, ["parse", str(corpus), "--pretrained", str(tmp_path)])
+    from tagpipe.cli import cli as tagpipe_cli
+
+    result = CliRunner().invoke(tagpipe_cli, ["parse", str(corpus), "--pretrained", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and "config.json" in result.output

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
-from pipeline import hookimpl, plugins
-from pipeline.components import Decoder
-from pipeline.errors import UnknownComponentError
-from pipeline.registry import Registry
+from tagpipe import hookimpl
+from tagpipe import host as plugins
+from tagpipe.components import Decoder
+from tagpipe.errors import UnknownComponentError
+from tagpipe.registry import Registry
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "corpora" / "samples" / "tiny.conll"
@@ -64,7 +64,7 @@ def test_builtins_registered_through_the_hooks():
 def test_registration_does_not_import_torch():
     import subprocess
 
-    code = ("import sys; from pipeline.plugins import get_registry; get_registry(); "
+    code = ("import sys; from tagpipe.host import get_registry; get_registry(); "
             "print('torch' in sys.modules, 'spacy' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
@@ -120,7 +120,7 @@ def _write_dist(root: Path, dist: str, module: str, body: str) -> None:
 def test_entry_point_plugins_discovered_and_broken_ones_reported(tmp_path, monkeypatch):
     _write_dist(tmp_path, "tagpipe-broken", "broken_plugin", "raise ImportError('missing dependency xyz')\n")
     _write_dist(tmp_path, "tagpipe-argmax", "argmax_plugin", """
-        from pipeline import hookimpl
+        from tagpipe import hookimpl
 
         @hookimpl
         def register_decoders(register):
@@ -130,16 +130,16 @@ def test_entry_point_plugins_discovered_and_broken_ones_reported(tmp_path, monke
     registry = plugins.get_registry()
     assert registry.entry("decoder", "argmax.v1").plugin == "argmax_plugin"
     assert any("'broken_plugin' from 'tagpipe-broken' failed to import" in e and "xyz" in e for e in registry.errors)
-    result = CliRunner().invoke(__import__("cli").cli, ["plugins", "--json"])
+    result = CliRunner().invoke(__import__("tagpipe.cli", fromlist=["cli"]).cli, ["plugins", "--json"])
     assert result.exit_code == 0, result.output
     assert '"argmax.v1"' in result.output and "tagpipe-argmax" in result.output
 
 
 def test_throwaway_plugin_decoder_trains_a_model(tmp_path):
     install(ThrowawayPlugin(), "throwaway")
-    from pipeline.model import Tagger
-    from pipeline.settings import TrainSettings
-    from pipeline.training import Trainer
+    from tagpipe.model import Tagger
+    from tagpipe.training.loop import Trainer
+    from tagpipe.training.settings import TrainSettings
 
     settings = TrainSettings(train=str(TINY), dev=str(TINY), output=str(tmp_path / "m"), decoder="throwaway.argmax.v1",
                              encoder_config=SMALL_BILSTM, epochs=3, batch_size=8, lr=1e-2, device="cpu")
@@ -157,8 +157,8 @@ def test_a_raising_register_commands_hook_is_named_and_the_cli_keeps_working():
             raise RuntimeError("no commands today")
 
     install(BrokenCommands(), "broken_commands")
-    import cli as cli_module
-    from pipeline.commands import COMMANDS
+    import tagpipe.cli as cli_module
+    from tagpipe.commands import COMMANDS
 
     group = cli_module.TagpipeGroup(name="tagpipe")  # builtins only: plugin commands load on demand
     for command in COMMANDS:

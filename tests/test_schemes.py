@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from corpora.schemes import (
+from tagpipe.corpora.schemes import (
     SCHEMES,
     allowed_transitions,
     check_scheme,

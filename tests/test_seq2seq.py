@@ -10,10 +10,9 @@ import pickle
 
 import pytest
 import torch
-
-from pipeline.errors import ModelError
-from plugins.generation import generate
-from plugins.seq2seq import Packed, Seq2SeqModel, unilm_mask
+from tagpipe.errors import ModelError
+from tagpipe.plugins.seq2seq.generation import generate
+from tagpipe.plugins.seq2seq.model import Packed, Seq2SeqModel, unilm_mask
 
 SOURCES = ["the cat sat on the mat", "a dog ran home", "big green house", "the small dog was happy"]
 COPY = [{"source": s, "target": s} for s in SOURCES]
@@ -106,7 +105,7 @@ def test_cached_and_uncached_decoding_agree(model, strategy):
 
 
 def test_cached_steps_give_the_uncached_logits(model):
-    from plugins.generation import CachedStepper, UncachedStepper
+    from tagpipe.plugins.seq2seq.generation import CachedStepper, UncachedStepper
 
     ids = model.encode_sources(SOURCES)  # sources of different lengths: padding inside the rows
     cached, uncached = CachedStepper(model, ids), UncachedStepper(model, ids)
@@ -158,8 +157,7 @@ def test_loading_errors_are_model_errors(tmp_path, model):
 
 def test_spacy_component_sets_the_extension_and_survives_to_disk(model, tmp_path):
     import spacy
-
-    import plugins.seq2seq_spacy  # noqa: F401 - registers the factory in a source checkout
+    import tagpipe.plugins.seq2seq.spacy_component  # noqa: F401 - registers the factory in a source checkout
 
     model.save(tmp_path / "model")
     nlp = spacy.blank("en")
@@ -180,8 +178,7 @@ def test_spacy_component_sets_the_extension_and_survives_to_disk(model, tmp_path
 
 def test_cli_generate_and_train(model, tmp_path):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     model.save(tmp_path / "m")
     data = tmp_path / "in.jsonl"
@@ -201,8 +198,7 @@ def test_cli_generate_and_train(model, tmp_path):
 
 def test_cli_seq2seq_train(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in COPY))
@@ -220,14 +216,14 @@ def test_plugin_and_factory_are_declared_in_setup_cfg():
     import configparser
     from pathlib import Path
 
-    from pipeline.plugins import BUILTIN_PLUGINS
+    from tagpipe.host import BUILTIN_PLUGINS
 
     config = configparser.ConfigParser()
     config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
     entry_points = config["options.entry_points"]
-    assert "seq2seq = plugins.seq2seq_hooks" in entry_points["tagpipe"]
-    assert "tagpipe_seq2seq = plugins.seq2seq_spacy:make_seq2seq" in entry_points["spacy_factories"]
-    assert BUILTIN_PLUGINS["seq2seq"] == "plugins.seq2seq_hooks"
+    assert "seq2seq = tagpipe.plugins.seq2seq.hooks" in entry_points["tagpipe"]
+    assert "tagpipe_seq2seq = tagpipe.plugins.seq2seq.spacy_component:make_seq2seq" in entry_points["spacy_factories"]
+    assert BUILTIN_PLUGINS["seq2seq"] == "tagpipe.plugins.seq2seq.hooks"
 
 
 # -- the shared commands: train --task seq2seq, evaluate, WebNLG both ways -----------------------------
@@ -241,8 +237,7 @@ def test_train_task_seq2seq_maps_the_common_options(tiny_seq2seq_model):
 
 def test_train_task_seq2seq_refuses_options_it_has_no_use_for(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps(COPY[0]) + "\n")
@@ -276,8 +271,8 @@ def test_train_and_evaluate_on_webnlg_text_to_triples(tiny_webnlg, tmp_path):
 
 def test_evaluate_scores_generations_against_the_targets(tiny_seq2seq_model, tmp_path):
     import sacrebleu
+    from tagpipe.plugins.seq2seq.task import score_generations
 
-    from plugins.seq2seq_task import score_generations
     from tests.conftest import TINY_PAIRS, invoke_cli
 
     data = tmp_path / "pairs.jsonl"
@@ -297,8 +292,8 @@ def test_evaluate_scores_generations_against_the_targets(tiny_seq2seq_model, tmp
 
 
 def test_load_pairs_reads_jsonl_and_webnlg_both_ways(tiny_webnlg, tmp_path):
-    from pipeline.errors import TagpipeError
-    from plugins.seq2seq import load_pairs
+    from tagpipe.errors import TagpipeError
+    from tagpipe.plugins.seq2seq.model import load_pairs
 
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps(COPY[0]) + "\n")

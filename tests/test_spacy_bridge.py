@@ -50,7 +50,7 @@ def test_add_pipe_to_disk_and_spacy_load_in_a_fresh_process(tiny_ner_model, tmp_
 
 
 def test_component_sets_entities_with_scores(tiny_ner_model):
-    import pipeline.spacy_bridge  # noqa: F401
+    import tagpipe.spacy_bridge.factories  # noqa: F401
 
     nlp = spacy.blank("en")
     nlp.add_pipe("tagpipe_ner", config={"model": str(tiny_ner_model)})
@@ -63,9 +63,9 @@ def test_component_sets_entities_with_scores(tiny_ner_model):
 
 
 def test_predictor_records_match_annotate_schema(tiny_ner_model):
-    import pipeline
+    import tagpipe
 
-    records = pipeline.load(tiny_ner_model).predict([SENTENCES[0], ""])
+    records = tagpipe.load(tiny_ner_model).predict([SENTENCES[0], ""])
     assert [r["id"] for r in records] == [1, 2]
     first = records[0]
     assert first["tokens"][:2] == ["Angela", "Merkel"]
@@ -74,7 +74,7 @@ def test_predictor_records_match_annotate_schema(tiny_ner_model):
 
 
 def test_scores_off_gives_the_same_entities_without_confidences(tiny_ner_model):
-    import pipeline.spacy_bridge  # noqa: F401
+    import tagpipe.spacy_bridge.factories  # noqa: F401
 
     with_scores, without = spacy.blank("en"), spacy.blank("en")
     with_scores.add_pipe("tagpipe_ner", config={"model": str(tiny_ner_model)})

@@ -16,7 +16,7 @@ import pytest
 
 spacy = pytest.importorskip("spacy")
 
-import pipeline.spacy_bridge  # noqa: E402,F401 - registers the factories without entry points
+import tagpipe.spacy_bridge.factories  # noqa: E402,F401 - registers the factories without entry points
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "corpora" / "samples" / "tiny.conll"
@@ -68,9 +68,9 @@ def test_extensions_are_registered_once_and_prefixed():
 
     from spacy.tokens import Span, Token
 
-    importlib.reload(pipeline.spacy_bridge)  # a second import must not re-register (or raise)
+    importlib.reload(tagpipe.spacy_bridge.factories)  # a second import must not re-register (or raise)
     assert Span.has_extension("tagpipe_score") and Token.has_extension("tagpipe_score")
-    assert all(name.startswith("tagpipe_") for _, name in pipeline.spacy_bridge.EXTENSIONS)
+    assert all(name.startswith("tagpipe_") for _, name in tagpipe.spacy_bridge.factories.EXTENSIONS)
 
 
 def test_labels_are_visible_without_loading_weights(tiny_ner_model):
@@ -144,8 +144,7 @@ def test_nlp_pipe_with_two_processes_under_spawn_and_fork(model_copy, tmp_path):
 
 def _docbin(path: Path) -> None:
     from spacy.tokens import Doc, DocBin
-
-    from corpora.conll import ConllFormat
+    from tagpipe.corpora.conll import ConllFormat
 
     vocab = spacy.blank("en").vocab
     docs = DocBin()
@@ -228,8 +227,7 @@ def test_spacy_train_then_package_then_load(tmp_path):
 def _examples(nlp):
     from spacy.tokens import Doc
     from spacy.training import Example
-
-    from corpora.conll import ConllFormat
+    from tagpipe.corpora.conll import ConllFormat
 
     out = []
     for sentence in list(ConllFormat().read(str(TINY)))[:12]:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tagpipe.cli import cli
 
-from cli import cli
 from tests.conftest import TINY_BILSTM, TINY_CONLL, shared_path
 
 spacy = pytest.importorskip("spacy")
 
-import pipeline.spacy_bridge  # noqa: E402,F401
+import tagpipe.spacy_bridge.factories  # noqa: E402,F401
 
 UPOS = {"ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
         "SCONJ", "SYM", "VERB", "X"}
@@ -105,8 +105,7 @@ def test_conll_column_model_writes_token_tag(tmp_path):
 
 def test_tagger_trains_inside_spacy(ud_split):
     from spacy.training import Example
-
-    from corpora.conllu import read_conllu
+    from tagpipe.corpora.conllu import read_conllu
 
     nlp = spacy.blank("en")
     tagger = nlp.add_pipe("tagpipe_tagger", config={"encoder_config": TINY_BILSTM, "lr": 0.01})

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
-
-from cli import cli
-from pipeline import hookimpl, plugins
-from pipeline.tasks import Options, Task
+from tagpipe import hookimpl
+from tagpipe import host as plugins
+from tagpipe.cli import cli
+from tagpipe.tasks import Options, Task
 
 
 class EchoTask(Task):
@@ -77,13 +77,13 @@ def test_builtin_tasks_come_through_the_hook():
 
 
 def test_task_modules_name_their_components_extensions_right():
-    import plugins.seq2seq_spacy
-    import plugins.seq2seq_task
-    import plugins.triples_spacy
-    import plugins.triples_task
+    import tagpipe.plugins.seq2seq.spacy_component
+    import tagpipe.plugins.seq2seq.task
+    import tagpipe.plugins.triples.spacy_component
+    import tagpipe.plugins.triples.task
 
-    assert plugins.triples_task.EXTENSION == plugins.triples_spacy.EXTENSION
-    assert plugins.seq2seq_task.EXTENSION == plugins.seq2seq_spacy.EXTENSION
+    assert tagpipe.plugins.triples.task.EXTENSION == tagpipe.plugins.triples.spacy_component.EXTENSION
+    assert tagpipe.plugins.seq2seq.task.EXTENSION == tagpipe.plugins.seq2seq.spacy_component.EXTENSION
 
 
 def test_a_plugin_task_trains_evaluates_and_annotates(tmp_path):

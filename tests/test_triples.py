@@ -8,8 +8,16 @@ import pickle
 
 import pytest
 import torch
+from tagpipe.plugins.triples.heads import (
+    NEG,
+    GPLinkerHead,
+    PointerHead,
+    Triple,
+    gplinker_decode,
+    pointer_decode,
+    zlpr_loss,
+)
 
-from plugins.triple_heads import NEG, GPLinkerHead, PointerHead, Triple, gplinker_decode, pointer_decode, zlpr_loss
 from tests.conftest import shared_path
 
 RELATIONS = ["r0", "r1", "r2"]
@@ -91,15 +99,15 @@ def test_heads_shapes_and_finite_loss(head):
 
 # -- the model -----------------------------------------------------------------------------------
 def webnlg_slice(n: int):
-    from corpora.webnlg import read_webnlg
+    from tagpipe.corpora.webnlg import read_webnlg
 
     return [s for _, s in zip(range(n), read_webnlg(shared_path("webnlg", "train.json")), strict=False)]
 
 
 @pytest.mark.parametrize("head", ["pointer", "gplinker"])
 def test_a_few_steps_on_webnlg_reduce_the_loss(tiny_bert_dir, head):
-    from plugins.triples import TripleModel
-    from plugins.triples_train import gold_triples
+    from tagpipe.plugins.triples.model import TripleModel
+    from tagpipe.plugins.triples.training import gold_triples
 
     sentences = webnlg_slice(20)
     relations = sorted({t[2] for s in sentences for t in s.extra["triples"]})
@@ -122,7 +130,7 @@ def test_a_few_steps_on_webnlg_reduce_the_loss(tiny_bert_dir, head):
 @pytest.fixture(scope="module")
 def saved_models(tiny_bert_dir, tmp_path_factory):
     """Untrained tiny models of each head, saved: ``{head: folder}``."""
-    from plugins.triples import TripleModel
+    from tagpipe.plugins.triples.model import TripleModel
 
     out = {}
     for head, config in (("pointer", {}), ("gplinker", {"size": 8, "efficient": True})):
@@ -135,7 +143,7 @@ def saved_models(tiny_bert_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("head", ["pointer", "gplinker"])
 def test_save_load_round_trip_gives_identical_predictions(saved_models, tmp_path, head):
-    from plugins.triples import TripleModel, read_config
+    from tagpipe.plugins.triples.model import TripleModel, read_config
 
     model = TripleModel.load(saved_models[head])
     model.save(tmp_path / "again")
@@ -154,8 +162,8 @@ def test_save_load_round_trip_gives_identical_predictions(saved_models, tmp_path
 def test_load_refuses_another_task(saved_models, tmp_path):
     import shutil
 
-    from pipeline.errors import ModelError
-    from plugins.triples import TripleModel
+    from tagpipe.errors import ModelError
+    from tagpipe.plugins.triples.model import TripleModel
 
     shutil.copytree(saved_models["pointer"], tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -166,8 +174,7 @@ def test_load_refuses_another_task(saved_models, tmp_path):
 
 def test_spacy_component_sets_triples_and_survives_to_disk(saved_models, tmp_path):
     import spacy
-
-    import plugins.triples_spacy  # noqa: F401 - registers the factory without the entry point
+    import tagpipe.plugins.triples.spacy_component  # noqa: F401 - registers the factory without the entry point
 
     nlp = spacy.blank("en")
     # a low threshold makes the untrained model predict triples, so spans are really built
@@ -194,7 +201,7 @@ def test_spacy_component_sets_triples_and_survives_to_disk(saved_models, tmp_pat
 @pytest.mark.parametrize("split,sentences,triples", [("train", 5019, 11312), ("val", 500, 1223),
                                                      ("test", 703, 1607)])
 def test_webnlg_reader_counts_on_the_real_files(split, sentences, triples):
-    from corpora.webnlg import WebNLGStats, read_relations, read_webnlg
+    from tagpipe.corpora.webnlg import WebNLGStats, read_relations, read_webnlg
 
     stats = WebNLGStats()
     read = list(read_webnlg(shared_path("webnlg", f"{split}.json"), stats))
@@ -203,7 +210,7 @@ def test_webnlg_reader_counts_on_the_real_files(split, sentences, triples):
 
 
 def test_webnlg_reader_reports_unlocated_entities(tmp_path):
-    from corpora.webnlg import WebNLGStats, read_webnlg
+    from tagpipe.corpora.webnlg import WebNLGStats, read_webnlg
 
     path = tmp_path / "x.json"
     path.write_text(json.dumps([{"text": "Rome is in Italy .", "triple_list": [
@@ -216,13 +223,13 @@ def test_webnlg_reader_reports_unlocated_entities(tmp_path):
 
 
 def test_webnlg_format_is_registered():
-    from pipeline.plugins import get_registry
+    from tagpipe.host import get_registry
 
     assert get_registry().get("format", "webnlg")().name == "webnlg"
 
 
 def test_triple_scores_are_exact_match_fractions():
-    from pipeline.evaluation import exact_match_scores
+    from tagpipe.evaluation import exact_match_scores
 
     gold = [[("a b", "r", "c")], [("d", "r", "e"), ("d", "s", "e")]]
     predicted = [[("a", "r", "c")], [("d", "r", "e")]]
@@ -233,8 +240,7 @@ def test_triple_scores_are_exact_match_fractions():
 
 def test_cli_evaluate_json(saved_models, tmp_path):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     corpus = tmp_path / "tiny.json"
     corpus.write_text(json.dumps([{"text": " ".join(SENTENCE), "triple_list": [["cat", "r1", "mat"]]},
@@ -249,21 +255,21 @@ def test_cli_evaluate_json(saved_models, tmp_path):
 def test_plugin_is_declared_in_setup_cfg_and_builtins():
     import configparser
 
-    from pipeline.plugins import BUILTIN_PLUGINS
+    from tagpipe.host import BUILTIN_PLUGINS
+
     from tests.conftest import REPO
 
     config = configparser.ConfigParser()
     config.read(REPO / "setup.cfg")
     entry_points = config["options.entry_points"]
-    assert "triples = plugins.triples_hooks" in entry_points["tagpipe"]
-    assert "tagpipe_triples = plugins.triples_spacy:make_triples" in entry_points["spacy_factories"]
-    assert BUILTIN_PLUGINS["triples"] == "plugins.triples_hooks"
+    assert "triples = tagpipe.plugins.triples.hooks" in entry_points["tagpipe"]
+    assert "tagpipe_triples = tagpipe.plugins.triples.spacy_component:make_triples" in entry_points["spacy_factories"]
+    assert BUILTIN_PLUGINS["triples"] == "tagpipe.plugins.triples.hooks"
 
 
 def test_spacy_component_runs_sentences_separately(saved_models):
     import spacy
-
-    import plugins.triples_spacy  # noqa: F401
+    import tagpipe.plugins.triples.spacy_component  # noqa: F401
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
@@ -310,8 +316,7 @@ def test_train_task_triples_takes_config_keys_and_its_own_options(tiny_bert_dir,
 ])
 def test_train_task_triples_refuses_what_it_cannot_use(tiny_bert_dir, tiny_webnlg, tmp_path, args, message):
     from click.testing import CliRunner
-
-    from cli import cli
+    from tagpipe.cli import cli
 
     result = CliRunner().invoke(cli, ["train", "--task", "triples", "--train", str(tiny_webnlg), "--dev",
                                       str(tiny_webnlg), "--pretrained", str(tiny_bert_dir), "-o", str(tmp_path / "m"),
@@ -322,8 +327,8 @@ def test_train_task_triples_refuses_what_it_cannot_use(tiny_bert_dir, tiny_webnl
 
 def test_evaluate_a_triples_model(tiny_triples_model, tiny_webnlg):
     from click.testing import CliRunner
+    from tagpipe.cli import cli
 
-    from cli import cli
     from tests.conftest import invoke_cli
 
     scores = json.loads(invoke_cli("evaluate", tiny_webnlg, "-m", tiny_triples_model, "--json").stdout)
@@ -340,9 +345,9 @@ def test_evaluate_a_triples_model(tiny_triples_model, tiny_webnlg):
 
 
 def test_predict_gives_the_records_triples(tiny_triples_model):
-    import pipeline
+    import tagpipe
 
-    predictor = pipeline.load(str(tiny_triples_model))
+    predictor = tagpipe.load(str(tiny_triples_model))
     (record,) = predictor.predict(["the cat sat on the mat ."])
     assert record["entities"] == [] and sorted(record["triples"], key=lambda t: t["relation"]) == [
         {"subject": "cat", "relation": "r0", "object": "the mat", "subject_span": [4, 7], "object_span": [15, 22]},
@@ -351,7 +356,7 @@ def test_predict_gives_the_records_triples(tiny_triples_model):
 
 # -- linearised triples (seq2seq on WebNLG) -----------------------------------------------------------
 def test_linearise_and_parse_back():
-    from corpora.webnlg import is_linearised, linearise, parse_linearised
+    from tagpipe.corpora.webnlg import is_linearised, linearise, parse_linearised
 
     triples = [("1 . FC Köln", "manager", "Peter Stöger"), ("1 . FC Köln", "season", "2014")]
     text = linearise(triples)
@@ -363,7 +368,7 @@ def test_linearise_and_parse_back():
 
 
 def test_webnlg_pairs_both_ways(tiny_webnlg):
-    from corpora.webnlg import webnlg_pairs
+    from tagpipe.corpora.webnlg import webnlg_pairs
 
     text2triples = webnlg_pairs(tiny_webnlg, "text2triples")
     assert text2triples[0] == {"source": "the cat sat on the mat .", "target": "cat | r1 | mat ; cat | r0 | the mat"}
@@ -374,7 +379,7 @@ def test_webnlg_pairs_both_ways(tiny_webnlg):
 
 
 def test_linearisation_is_lossless_on_the_real_files():
-    from corpora.webnlg import parse_linearised, read_webnlg, webnlg_pairs
+    from tagpipe.corpora.webnlg import parse_linearised, read_webnlg, webnlg_pairs
 
     path = shared_path("webnlg", "train.json")
     pairs = webnlg_pairs(path, "text2triples")

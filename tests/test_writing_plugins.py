@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from cli import cli
+from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 TUTORIAL = REPO / "docs" / "writing-plugins.md"

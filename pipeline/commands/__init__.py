@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import click
-
-from pipeline.commands.annotate import annotate
-from pipeline.commands.compare import compare
-from pipeline.commands.evaluate import evaluate
-from pipeline.commands.info import info
-from pipeline.commands.plugins import plugins
-from pipeline.commands.train import train
+from tagpipe.commands.annotate import annotate
+from tagpipe.commands.compare import compare
+from tagpipe.commands.evaluate import evaluate
+from tagpipe.commands.info import info
+from tagpipe.commands.plugin_commands import plugins
+from tagpipe.commands.train import train
 
 COMMANDS: list[click.Command] = [train, evaluate, annotate, compare, info, plugins]

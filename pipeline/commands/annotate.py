@@ -1,5 +1,5 @@
 """``tagpipe annotate``: run one or more models over a corpus, streaming (the engine is
-``pipeline.annotating``; formats are ``pipeline.sources`` and ``pipeline.outputs``)."""
+``tagpipe.annotating.engine``; formats are ``tagpipe.annotating.sources`` and ``tagpipe.annotating.outputs``)."""
 
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
     Writes one JSON record per document, {"id", "text", "tokens", "entities"}, or CoNLL / .spacy.
     Bad lines are skipped with a warning naming them and counted in the summary (--strict: stop).
     """
-    from pipeline.annotating import Settings, run
-    from pipeline.errors import TagpipeError
+    from tagpipe.annotating.engine import Settings, run
+    from tagpipe.errors import TagpipeError
 
     settings = Settings(inputs=list(inputs), input_format=input_format, models=list(models), pipeline=pipeline_dir,
                         output=output, output_format=output_format, html=html, html_page_size=html_page_size,
@@ -74,7 +74,7 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
                         num_workers=num_workers, gpus_per_worker=gpus_per_worker, unordered=unordered,
                         ray_dashboard=ray_dashboard, precision=precision)
     if engine == "ray":
-        from pipeline.ray_engine import check
+        from tagpipe.annotating.ray_engine import check
 
         check(settings)  # a missing Ray or a refused option fails here, before the model is loaded
     elif address or num_workers is not None or gpus_per_worker or unordered or ray_dashboard:

@@ -1,6 +1,6 @@
 """``tagpipe compare``: train encoders x decoders x seeds on one corpus; a table of test F1 and speed.
 
-The engine is ``pipeline.compare``. The training options are ``tagpipe train``'s own (the same
+The engine is ``tagpipe.compare.grid``. The training options are ``tagpipe train``'s own (the same
 click options, so defaults and help stay in step); ``--config FILE`` supplies defaults that flags
 override, as for ``train``.
 """
@@ -11,9 +11,8 @@ import shlex
 
 import click
 from click.core import ParameterSource
-
-from pipeline.commands.train import train
-from pipeline.settings import read_config_file
+from tagpipe.commands.train import train
+from tagpipe.training.settings import read_config_file
 
 #: options of ``tagpipe train`` that ``compare`` takes as they are (click parameter names)
 TRAIN_OPTIONS = ("train", "dev", "format_", "task", "scheme", "tag_column", "lang", "epochs", "batch_size",
@@ -70,8 +69,8 @@ def compare(ctx: click.Context, test: str, encoders: tuple[str, ...], decoders: 
     """
     from pathlib import Path
 
-    from pipeline.compare import Grid, markdown, parse_encoder, run_compare
-    from pipeline.data import parse_column
+    from tagpipe.compare.grid import Grid, markdown, parse_encoder, run_compare
+    from tagpipe.data import parse_column
 
     config_path, config = ctx.meta.get(CONFIG, (None, {}))
     specs = _split(encoders) or ([config["encoder"]] if config.get("encoder") else [])

@@ -26,8 +26,8 @@ def evaluate(ctx: click.Context, corpus: str, model_path: str | None, as_json: b
     triples: exact-match triple P/R/F1; seq2seq: BLEU, and triple P/R/F1 for linearised triples)."""
     from pathlib import Path
 
-    from pipeline.defaults import default_model_path
-    from pipeline.tasks import Options, task_of
+    from tagpipe.defaults import default_model_path
+    from tagpipe.tasks import Options, task_of
 
     path = Path(model_path) if model_path else default_model_path()
     task = task_of(path)

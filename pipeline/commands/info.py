@@ -10,8 +10,8 @@ def info() -> None:
     """Print versions and where the embedded default model is."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from pipeline.defaults import default_model_path
-    from pipeline.errors import ModelError
+    from tagpipe.defaults import default_model_path
+    from tagpipe.errors import ModelError
 
     try:
         ours = version("tagpipe")

@@ -5,8 +5,7 @@ add options of its own to this command."""
 from __future__ import annotations
 
 import click
-
-from pipeline.settings import read_config_file
+from tagpipe.training.settings import read_config_file
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -31,8 +30,8 @@ class TrainCommand(click.Command):
 def task_options(*, warn: bool = True) -> list[click.Option]:
     """The registered tasks' ``train`` options; one whose name is taken is left out and added to the
     registry's problems (``tagpipe plugins``), with a warning on stderr the first time (``warn``)."""
-    from pipeline.plugins import get_registry
-    from pipeline.tasks import train_options
+    from tagpipe.host import get_registry
+    from tagpipe.tasks import train_options
 
     errors = get_registry().errors
     before = len(errors)
@@ -92,6 +91,6 @@ def train(ctx: click.Context, **options) -> None:
 
     Under ``torchrun --nproc-per-node N`` a tagger trains data-parallel; --batch-size stays the global
     batch (see docs/scaling.md)."""
-    from pipeline.tasks import Options, get_task
+    from tagpipe.tasks import Options, get_task
 
     get_task(options["task"]).train(Options.from_context(ctx, options))

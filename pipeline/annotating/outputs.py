@@ -1,0 +1,253 @@
+"""What ``tagpipe annotate`` writes: JSONL records, CoNLL columns, a spaCy DocBin, displaCy pages.
+
+Each output is split in two so that work can run in worker processes: ``encode(doc, item)`` (a
+module-level function, so it pickles by name) turns one annotated doc into bytes where the doc is,
+and the :class:`Output` in the parent appends those bytes to a *partial* file beside the target.
+The partial file only ever grows, so a byte offset recorded after a flush is a safe point to
+resume from (``--resume`` truncates it there). ``finish`` turns the partial file into the target
+and renames it into place, so the target is either the previous file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from tagpipe.annotating.sources import Item
+from tagpipe.errors import TagpipeError
+
+Encoder = Callable[[Any, Item], bytes]
+OUTPUT_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".spacy": "spacy"}
+_BLOB = struct.Struct("<Q")  # length prefix of one DocBin in a .spacy partial file
+_WHITESPACE = re.compile(r"[ \t\n\r\x0b\x0c\x1c-\x1f]+")
+
+
+# -- encoders (run where the doc was annotated) ---------------------------------------------
+def encode_jsonl(doc: Any, item: Item) -> bytes:
+    """The annotate record, one JSON object a line."""
+    from tagpipe.annotating.records import doc_to_record
+
+    return (json.dumps(doc_to_record(doc, item.id, item.extra), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def encode_conll(doc: Any, item: Item) -> bytes:
+    """``token IOB2-tag`` lines and a blank line; whitespace tokens are left out (a CoNLL field
+    cannot hold them) and an empty document writes nothing."""
+    lines = []
+    for token in doc:
+        if token.is_space:
+            continue
+        iob = token.ent_iob_
+        tag = f"{iob}-{token.ent_type_}" if iob in ("B", "I") else "O"
+        lines.append(f"{_WHITESPACE.sub('_', token.text)} {tag}")
+    return ("\n".join(lines) + "\n\n").encode("utf-8") if lines else b""
+
+
+def encode_spacy(doc: Any, item: Item) -> bytes:
+    """A one-doc DocBin, length-prefixed; the partial file is a sequence of them."""
+    from spacy.tokens import DocBin
+
+    data = DocBin(docs=[doc]).to_bytes()
+    return _BLOB.pack(len(data)) + data
+
+
+def encode_html(doc: Any, item: Item) -> bytes:
+    """displaCy's manual entity format, one JSON object a line, rendered into pages at the end."""
+    ents = [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in doc.ents]
+    return (json.dumps({"text": doc.text, "ents": ents, "title": str(item.id)}) + "\n").encode("utf-8")
+
+
+# -- outputs (in the parent) ----------------------------------------------------------------
+class Output:
+    """One target file fed through an append-only partial file."""
+
+    encoder: Encoder = staticmethod(encode_jsonl)
+
+    def __init__(self, target: str) -> None:
+        self.target = Path(target)
+        self.partial = self.target.parent / f".{self.target.name}.partial"
+        self._file: IO[bytes] | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return True
+
+    def open(self, offset: int | None = None) -> None:
+        """Start a fresh partial file, or continue one from ``offset`` bytes (what a checkpoint saw)."""
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        if offset is None:
+            self._file = open(self.partial, "wb")  # noqa: SIM115 - closed in finish/close
+            return
+        if not self.partial.is_file() or self.partial.stat().st_size < offset:
+            raise TagpipeError(f"cannot resume: {self.partial} is missing or shorter than recorded; "
+                               "run again without --resume")
+        self._file = open(self.partial, "r+b")  # noqa: SIM115
+        self._file.truncate(offset)
+        self._file.seek(offset)
+
+    def write(self, payload: bytes) -> None:
+        self._file.write(payload)  # type: ignore[union-attr]
+
+    def checkpoint(self) -> int:
+        """Flush and return the partial file's size: everything before it is on disk."""
+        self._file.flush()  # type: ignore[union-attr]
+        return self._file.tell()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Stop writing, keeping the partial file for ``--resume``."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finish(self) -> None:
+        """Make the target from the partial file and rename it into place."""
+        self._file.flush()  # type: ignore[union-attr]
+        os.fsync(self._file.fileno())  # type: ignore[union-attr]
+        self.close()
+        self.finalize()
+
+    def finalize(self) -> None:
+        _replace(self.partial, self.target)
+
+    def discard(self) -> None:
+        self.close()
+        self.partial.unlink(missing_ok=True)
+
+
+class JsonlOutput(Output):
+    encoder = staticmethod(encode_jsonl)
+
+
+class ConllOutput(Output):
+    encoder = staticmethod(encode_conll)
+
+
+class SpacyOutput(Output):
+    """A DocBin, built at the end from the partial file's one-doc DocBins (DocBin is one
+    in-memory object, so this step holds all docs; JSONL and CoNLL never do)."""
+
+    encoder = staticmethod(encode_spacy)
+
+    def finalize(self) -> None:
+        from spacy.tokens import DocBin
+
+        merged = DocBin()
+        for blob in _blobs(self.partial):
+            merged.merge(DocBin().from_bytes(blob))
+        tmp = self.target.parent / f".{self.target.name}.tmp"
+        tmp.write_bytes(merged.to_bytes())
+        _replace(tmp, self.target)
+        self.partial.unlink()
+
+
+class HtmlOutput(Output):
+    """displaCy entity pages of ``page_size`` documents: ``FILE.html`` then ``FILE-2.html``, ...,
+    or ``DIR/page-0001.html``, ... with an ``index.html`` when the target is not an .html file."""
+
+    encoder = staticmethod(encode_html)
+
+    def __init__(self, target: str, page_size: int = 1000) -> None:
+        super().__init__(target)
+        self.page_size = page_size
+        self.is_file = self.target.suffix.lower() in (".html", ".htm")
+        if not self.is_file:
+            self.partial = self.target / ".annotate-html.partial"
+
+    def page_path(self, number: int) -> Path:
+        if self.is_file:
+            return self.target if number == 1 else self.target.with_name(f"{self.target.stem}-{number}.html")
+        return self.target / f"page-{number:04d}.html"
+
+    def finalize(self) -> None:
+        from spacy import displacy
+
+        pages = []
+        with open(self.partial, "rb") as lines:
+            while chunk := [json.loads(line) for _, line in zip(range(self.page_size), lines, strict=False)]:
+                path = self.page_path(len(pages) + 1)
+                html = displacy.render(chunk, style="ent", manual=True, page=True, minify=True)
+                _write_atomic(path, html.encode("utf-8"))
+                pages.append(path)
+        if not self.is_file:
+            links = "\n".join(f'<li><a href="{p.name}">{p.name}</a></li>' for p in pages)
+            _write_atomic(self.target / "index.html",
+                          f"<!DOCTYPE html>\n<html><body><ul>\n{links}\n</ul></body></html>\n".encode())
+        self.partial.unlink()
+
+
+class StdoutOutput(Output):
+    """``-o -``: bytes go straight to stdout (no partial file, so no ``--resume``)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__("-")
+        self.encoder = encoder  # type: ignore[assignment]
+
+    @property
+    def resumable(self) -> bool:
+        return False
+
+    def open(self, offset: int | None = None) -> None:
+        self._file = sys.stdout.buffer
+
+    def checkpoint(self) -> int:
+        self._file.flush()  # type: ignore[union-attr]
+        return 0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            self._file = None
+
+    def finish(self) -> None:
+        self.close()
+
+    def discard(self) -> None:
+        self.close()
+
+
+def make_output(target: str, fmt: str | None = None) -> Output:
+    """The output for ``--output`` (format from ``fmt`` or the extension; JSONL for stdout)."""
+    classes = {"jsonl": JsonlOutput, "conll": ConllOutput, "spacy": SpacyOutput}
+    if fmt is None:
+        fmt = "jsonl" if target == "-" else OUTPUT_FORMATS.get(Path(target).suffix.lower())
+        if fmt is None:
+            raise TagpipeError(f"cannot tell the output format of {target!r} from its extension; use "
+                               f"{', '.join(OUTPUT_FORMATS)} or --output-format ({', '.join(classes)})")
+    if fmt not in classes:
+        raise TagpipeError(f"unknown output format {fmt!r}; expected one of {', '.join(classes)}")
+    if target == "-":
+        if fmt == "spacy":
+            raise TagpipeError("a .spacy DocBin cannot be streamed to stdout; give --output FILE.spacy")
+        return StdoutOutput(classes[fmt].encoder)
+    return classes[fmt](target)
+
+
+def _blobs(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as stream:
+        while header := stream.read(_BLOB.size):
+            (size,) = _BLOB.unpack(header)
+            yield stream.read(size)
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Rename ``source`` over ``target``, keeping the target's permissions when it exists."""
+    try:
+        os.chmod(source, target.stat().st_mode & 0o7777)
+    except FileNotFoundError:
+        pass
+    os.replace(source, target)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.parent / f".{path.name}.tmp"
+    with open(tmp, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    _replace(tmp, path)

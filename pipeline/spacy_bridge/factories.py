@@ -1,0 +1,89 @@
+"""spaCy factories backed by tagpipe models: ``tagpipe_ner`` and ``tagpipe_tagger``.
+
+They are exposed through the ``spacy_factories`` entry point, so ``nlp.add_pipe("tagpipe_ner")``
+and ``spacy.load`` work without importing tagpipe first. The components live in
+``tagpipe.spacy_bridge.ner`` / ``tagpipe.spacy_bridge.tagger`` (shared machinery in ``tagpipe.spacy_bridge.base``);
+this module only declares the factories (what they assign, their config, their score weights)
+and registers our Doc/Span/Token extensions, once, all prefixed ``tagpipe_``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from spacy.language import Language
+from spacy.tokens import Span, Token
+from tagpipe.spacy_bridge.base import add_requirements
+from tagpipe.spacy_bridge.ner import NERComponent
+from tagpipe.spacy_bridge.tagger import TokenTaggerComponent
+
+EXTENSIONS = ((Span, "tagpipe_score"), (Token, "tagpipe_score"))
+
+
+def register_extensions() -> None:
+    """``Span._.tagpipe_score`` (entity confidence) and ``Token._.tagpipe_score`` (tag confidence)."""
+    for cls, name in EXTENSIONS:
+        if not cls.has_extension(name):
+            cls.set_extension(name, default=None)
+
+
+register_extensions()
+
+TRAINING_CONFIG: dict[str, Any] = {
+    "batch_size": 128,  # sentences per forward pass; nlp.pipe's batch is sorted by length into these
+    "device": "cpu",
+    "scores": True,
+    "precision": "fp32",  # bf16/fp16: the encoder under autocast at prediction
+    # used by initialize()/update() when spacy train builds the model; ignored for a trained model
+    "encoder": "tagpipe.bilstm.v1",
+    "decoder": "tagpipe.crf.v1",
+    "encoder_config": {},
+    "decoder_config": {},
+    "lr": 2e-3,
+}
+
+
+@Language.factory(
+    "tagpipe_ner",
+    default_config={"model": None, "existing_ents": "overwrite", **TRAINING_CONFIG},
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.tagpipe_score"],
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, batch_size: int, device: str,
+             scores: bool, precision: str, encoder: str, decoder: str, encoder_config: dict[str, Any],
+             decoder_config: dict[str, Any], lr: float) -> NERComponent:
+    """``model``: a tagpipe NER model folder (None: the embedded one, or what ``initialize`` trains);
+    ``existing_ents``: overwrite, merge or keep entities set by an earlier component."""
+    _declare_requirements(nlp, model)
+    return NERComponent(nlp, name, model=model, existing_ents=existing_ents, batch_size=batch_size, device=device,
+                        scores=scores, precision=precision, encoder=encoder, decoder=decoder,
+                        encoder_config=encoder_config, decoder_config=decoder_config, lr=lr)
+
+
+@Language.factory(
+    "tagpipe_tagger",
+    default_config={"model": None, "attr": None, **TRAINING_CONFIG},
+    assigns=["token.pos", "token.tag", "token._.tagpipe_score"],
+    default_score_weights={"pos_acc": 0.5, "tag_acc": 0.5},
+)
+def make_tagger(nlp: Language, name: str, model: str | None, attr: str | None, batch_size: int, device: str,
+                scores: bool, precision: str, encoder: str, decoder: str, encoder_config: dict[str, Any],
+                decoder_config: dict[str, Any], lr: float) -> TokenTaggerComponent:
+    """``model``: a tagpipe model trained with ``--task tag``; ``attr``: "pos", "tag" or null (from the model)."""
+    _declare_requirements(nlp, model)
+    return TokenTaggerComponent(nlp, name, model=model, attr=attr, batch_size=batch_size, device=device,
+                                scores=scores, precision=precision, encoder=encoder, decoder=decoder,
+                                encoder_config=encoder_config, decoder_config=decoder_config, lr=lr)
+
+
+def _declare_requirements(nlp: Language, model: str | None) -> None:
+    """``meta.json`` names tagpipe (and the model's plugin distributions) for ``spacy package``;
+    done here because ``nlp.to_disk`` writes meta.json before the components save themselves."""
+    components: list[tuple[str, str]] = []
+    config_file = Path(model) / "config.json" if model else None
+    if config_file is not None and config_file.is_file():
+        config = json.loads(config_file.read_text())
+        components = [("encoder", config["encoder"]["name"]), ("decoder", config["decoder"]["name"])]
+    add_requirements(nlp.meta, components)

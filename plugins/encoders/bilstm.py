@@ -1,0 +1,447 @@
+"""A BiLSTM encoder over word, character and casing features (``tagpipe.bilstm.v1``).
+
+Designed to do well without pretrained vectors: words are looked up lowercased with digits
+mapped to 0 (fewer, better-trained rows), while the characters keep the original spelling and a
+small casing embedding says how the word was written. Rare training words are replaced by UNK
+now and then (``alpha / (alpha + count)``, Kiperwasser & Goldberg 2016) so the UNK row is
+trained on words that behave like the unseen ones met at test time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from tagpipe.components import Encoder, lengths_to_mask
+from tagpipe.plugins.encoders.lstm_loop import run_bilstm, run_bilstm_rows, uses_step_loop
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+PAD, UNK, BOW, EOW = 0, 1, 2, 3  # BOW/EOW: char-only markers, so the CNN sees word edges
+CASINGS = ("<pad>", "lower", "upper", "title", "numeric", "has_digit", "mixed", "no_letters")
+_DIGITS = str.maketrans("123456789", "000000000")
+_CACHE_LIMIT = 500_000  # token strings whose ids featurize remembers
+
+
+@dataclass
+class BiLSTMConfig:
+    """Hyper-parameters; see docs/encoders.md for the reasons behind the defaults."""
+
+    word_dim: int | None = None  # None: the vectors' dimension, or 100 without vectors
+    lowercase: bool = True
+    normalize_digits: bool = True
+    min_count: int = 1
+    word_dropout: float = 0.25  # alpha of alpha / (alpha + count); 0 turns it off
+    char_encoder: str = "cnn"  # "cnn" or "lstm"
+    char_dim: int = 30
+    char_hidden: int = 50  # CNN filters, or LSTM units per direction
+    casing_dim: int = 12
+    max_word_len: int = 30
+    hidden: int = 200  # LSTM units per direction
+    layers: int = 1
+    dropout: float = 0.5
+    locked_dropout: bool = True  # one dropout mask per sentence (variational), not per token
+    pretrained_vectors: str | None = None
+    pretrained_limit: int = 50_000  # also add the file's first N words to the vocabulary
+    bigram_dim: int = 0  # > 0: also embed each token with its right neighbour (Chinese characters); 0: off
+    bigram_min_count: int = 2  # rarer training bigrams read as UNK
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> BiLSTMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown bilstm config keys {unknown}; expected some of {sorted(known)}")
+        cfg = cls(**config)
+        if cfg.char_encoder not in ("cnn", "lstm"):
+            raise ValueError(f"char_encoder must be 'cnn' or 'lstm', not {cfg.char_encoder!r}")
+        positive = ("char_dim", "char_hidden", "casing_dim", "max_word_len", "hidden", "layers", "min_count",
+                    "bigram_min_count")
+        for name in positive:
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+        if cfg.word_dropout < 0:
+            raise ValueError(f"word_dropout must be >= 0, got {cfg.word_dropout}")
+        if cfg.bigram_dim < 0:
+            raise ValueError(f"bigram_dim must be >= 0 (0 turns bigrams off), got {cfg.bigram_dim}")
+        return cfg
+
+
+def casing(token: str) -> int:
+    """Index into :data:`CASINGS` describing how ``token`` is written."""
+    if token.isdigit():
+        return 4
+    has_digit = any(c.isdigit() for c in token)
+    if token.islower():
+        return 5 if has_digit else 1
+    if token.isupper():
+        return 5 if has_digit else 2
+    if token.istitle() and not has_digit:
+        return 3
+    if has_digit:
+        return 5
+    return 6 if any(c.isalpha() for c in token) else 7
+
+
+class CharCNN(nn.Module):
+    """Max-pooled width-3 convolution over characters: ``[N, L]`` ids -> ``[N, filters]``."""
+
+    def __init__(self, num_chars: int, char_dim: int, filters: int, dropout: float) -> None:
+        super().__init__()
+        self.embed = _embedding(num_chars, char_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.conv = nn.Conv1d(char_dim, filters, kernel_size=3, padding=1)
+        self.output_dim = filters
+
+    def forward(self, chars: Tensor) -> Tensor:
+        """The words' characters laid end to end, one PAD between words, and one convolution over
+        them all: no position is computed for padding (a batch's longest word sets ``L``, and most
+        words are a third of it). The PAD gap gives each word's edge windows the zero input that
+        per-word padding would, so the result equals convolving each word on its own."""
+        if len(chars) == 0:
+            return self.conv.weight.new_zeros(0, self.output_dim)
+        real = chars != PAD  # shape: [N, L]; left-aligned, >= 2 per word (BOW/EOW)
+        count = real.sum(1)  # shape: [N]
+        span = count + 1  # the word, then one PAD
+        start = torch.cumsum(span, 0) - span  # shape: [N]
+        where = (start[:, None] + torch.arange(chars.shape[1], device=chars.device))[real]  # shape: [C]
+        flat = chars.new_zeros(int(span.sum()))  # shape: [C + N]
+        flat[where] = chars[real]
+        x = self.dropout(self.embed(flat)).t().unsqueeze(0)  # shape: [1, char_dim, C + N]
+        h = self.conv(x)[0].t()[where]  # shape: [C, filters], the real characters' windows
+        word = torch.repeat_interleave(torch.arange(len(chars), device=chars.device), count)  # shape: [C]
+        out = h.new_empty(len(chars), h.shape[1])
+        return out.scatter_reduce(0, word[:, None].expand_as(h), h, "amax", include_self=False)  # shape: [N, filters]
+
+
+class CharLSTM(nn.Module):
+    """Final states of a BiLSTM over characters: ``[N, L]`` ids -> ``[N, 2 * units]``."""
+
+    def __init__(self, num_chars: int, char_dim: int, units: int, dropout: float) -> None:
+        super().__init__()
+        self.embed = _embedding(num_chars, char_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(char_dim, units, batch_first=True, bidirectional=True)
+        self.output_dim = 2 * units
+
+    def forward(self, chars: Tensor) -> Tensor:
+        lengths = (chars != PAD).sum(1).clamp(min=1).cpu()  # shape: [N]
+        x = self.dropout(self.embed(chars))  # shape: [N, L, char_dim]
+        _, (h, _) = self.lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        return torch.cat([h[0], h[1]], dim=1)  # shape: [N, 2 * units]
+
+
+def _embedding(rows: int, dim: int) -> nn.Embedding:
+    """Rows uniform in +-sqrt(3 / dim) (Ma & Hovy 2016): small, same scale whatever ``dim``."""
+    embed = nn.Embedding(rows, dim, padding_idx=PAD)
+    bound = (3.0 / dim) ** 0.5
+    with torch.no_grad():
+        embed.weight.uniform_(-bound, bound)
+        embed.weight[PAD].zero_()
+    return embed
+
+
+def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout of ``[B, T, D]`` with one mask per sentence, shared by all its tokens."""
+    if not training or p == 0.0:
+        return x
+    mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)  # shape: [B, 1, D]
+    return x * mask
+
+
+def _init_lstm(lstm: nn.LSTM) -> None:
+    """Xavier inputs, orthogonal recurrence, forget-gate bias 1 (remember by default)."""
+    for name, param in lstm.named_parameters():
+        if name.startswith("weight_ih"):
+            nn.init.xavier_uniform_(param)
+        elif name.startswith("weight_hh"):
+            for block in param.data.chunk(4, dim=0):
+                nn.init.orthogonal_(block)
+        elif name.startswith("bias"):
+            nn.init.zeros_(param)
+            if name.startswith("bias_ih"):  # PyTorch gate order: input, forget, cell, output
+                param.data[lstm.hidden_size : 2 * lstm.hidden_size] = 1.0
+
+
+class BiLSTMEncoder(Encoder):
+    """Word + char + casing embeddings -> dropout -> BiLSTM -> dropout: ``[B, T, 2 * hidden]``."""
+
+    def __init__(
+        self,
+        cfg: BiLSTMConfig,
+        words: list[str],
+        counts: list[int],
+        chars: list[str],
+        vectors: Tensor | None = None,
+        bigrams: list[str] | None = None,
+        bigram_counts: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.words, self.counts, self.chars = words, counts, chars
+        self.bigrams, self.bigram_counts = bigrams or ["<pad>", "<unk>"], bigram_counts or [0, 0]
+        self.word_index = {w: i for i, w in enumerate(words) if i > UNK}  # specials: ids only
+        self.bigram_index = {b: i for i, b in enumerate(self.bigrams) if i > UNK}
+        self.char_index = {c: i for i, c in enumerate(chars)}
+        self._cache: dict[str, tuple[int, int, list[int]]] = {}
+        self._norm = _normalizer(cfg)
+        word_dim = cfg.word_dim or 100
+
+        self.word_embed = _embedding(len(words), word_dim)
+        if vectors is not None:
+            with torch.no_grad():
+                self.word_embed.weight[2 : 2 + len(vectors)] = vectors
+        char_cls = CharCNN if cfg.char_encoder == "cnn" else CharLSTM
+        self.char_encoder = char_cls(len(chars), cfg.char_dim, cfg.char_hidden, cfg.dropout)
+        self.casing_embed = _embedding(len(CASINGS), cfg.casing_dim)
+        self.bigram_embed = _embedding(len(self.bigrams), cfg.bigram_dim) if cfg.bigram_dim else None
+        input_dim = word_dim + self.char_encoder.output_dim + cfg.casing_dim + cfg.bigram_dim
+        self.lstm = nn.LSTM(
+            input_dim,
+            cfg.hidden,
+            num_layers=cfg.layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        _init_lstm(self.lstm)
+        self.output_dim = 2 * cfg.hidden
+        # P(replace by UNK) per word id; derived from counts, so not saved with the weights.
+        self.register_buffer("unk_prob", _unk_prob(counts, cfg.word_dropout), persistent=False)
+        self.register_buffer("bigram_unk_prob", _unk_prob(self.bigram_counts, cfg.word_dropout), persistent=False)
+
+    # -- building and saving -------------------------------------------------------------
+
+    @classmethod
+    def from_corpus(cls, sentences: Sequence[Sequence[str]], **config: Any) -> BiLSTMEncoder:
+        """Vocabularies from the training tokens (plus pretrained words, when vectors are given).
+
+        Word ids: PAD=0, UNK=1, then the pretrained words kept (file order), then the training
+        words with ``count >= min_count`` not already present (most frequent first).
+        """
+        cfg = BiLSTMConfig.from_dict(config)
+        norm = _normalizer(cfg)
+        word_counts: Counter[str] = Counter()
+        char_counts: Counter[str] = Counter()
+        for sentence in sentences:
+            word_counts.update(norm(t) for t in sentence)
+            for token in sentence:
+                char_counts.update(_char_form(token, cfg))
+        train_words = [w for w, c in word_counts.most_common() if c >= cfg.min_count]
+        vectors = None
+        words = ["<pad>", "<unk>"]
+        if cfg.pretrained_vectors:
+            from tagpipe.plugins.encoders.vectors import read_word_vectors
+
+            kept, vectors = read_word_vectors(
+                cfg.pretrained_vectors, set(train_words), limit=cfg.pretrained_limit, normalize=norm
+            )
+            if cfg.word_dim is not None and cfg.word_dim != vectors.size(1):
+                raise ValueError(
+                    f"word_dim={cfg.word_dim} but {cfg.pretrained_vectors} has {vectors.size(1)}-d vectors"
+                )
+            cfg.word_dim = vectors.size(1)
+            words += kept
+        cfg.word_dim = cfg.word_dim or 100
+        present = set(words[2:])
+        words += [w for w in train_words if w not in present]
+        counts = [0, 0] + [word_counts.get(w, 0) for w in words[2:]]
+        chars = ["<pad>", "<unk>", "<bow>", "<eow>"] + [c for c, _ in char_counts.most_common()]
+        bigrams, bigram_counts = ["<pad>", "<unk>"], [0, 0]
+        if cfg.bigram_dim:
+            counted = Counter(b for sentence in sentences for b in _bigrams([norm(t) for t in sentence]))
+            kept = [(b, c) for b, c in counted.most_common() if c >= cfg.bigram_min_count]
+            bigrams += [b for b, _ in kept]
+            bigram_counts += [c for _, c in kept]
+        return cls(cfg, words, counts, chars, vectors, bigrams, bigram_counts)
+
+    @classmethod
+    def from_input(cls, input_dim: int, **config: Any) -> Encoder:
+        """As a later stage of ``tagpipe.stack.v1``: a BiLSTM over the previous stage's features."""
+        from tagpipe.plugins.encoders.stack import ContextBiLSTM
+
+        return ContextBiLSTM.from_input(input_dim, **config)
+
+    @classmethod
+    def from_assets(cls, path: Path, config: dict[str, Any]) -> BiLSTMEncoder:
+        vocab = json.loads((Path(path) / "vocab.json").read_text(encoding="utf-8"))
+        return cls(BiLSTMConfig.from_dict(config), vocab["words"], vocab["counts"], vocab["chars"],
+                   bigrams=vocab.get("bigrams"), bigram_counts=vocab.get("bigram_counts"))
+
+    def config(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    def save_assets(self, path: Path) -> None:
+        vocab = {"words": self.words, "counts": self.counts, "chars": self.chars}
+        if self.bigram_embed is not None:
+            vocab.update(bigrams=self.bigrams, bigram_counts=self.bigram_counts)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _token(self, token: str) -> tuple[int, int, list[int]]:
+        """(word id, casing id, char ids with BOW/EOW) of one token string, cached."""
+        hit = self._cache.get(token)
+        if hit is None:
+            cfg = self.cfg
+            word = self.word_index.get(self._norm(token), UNK)
+            chars = [self.char_index.get(c, UNK) for c in _char_form(token, cfg)]
+            if len(chars) > cfg.max_word_len:  # keep both ends: prefixes and suffixes carry the signal
+                head = cfg.max_word_len // 2
+                chars = chars[:head] + chars[len(chars) - (cfg.max_word_len - head) :]
+            hit = (word, casing(token), [BOW, *chars, EOW])
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[token] = hit
+        return hit
+
+    def featurize(self, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
+        """``word_ids``/``casing``/``char_index`` ``[B, T]``, ``char_ids`` ``[U, L]``, ``lengths`` ``[B]``.
+
+        With ``bigram_dim``, ``bigram_ids`` ``[B, T]`` too: each token with its right neighbour.
+        ``char_ids`` holds the characters of the batch's ``U`` distinct token strings (a batch of
+        128 sentences has ~40% distinct tokens), ``char_index`` says which row each token reads,
+        so inference runs the character encoder once per distinct word. ``T`` is the longest
+        sentence and ``L`` the longest word (+2 markers); padding is 0. Char ids are scattered
+        into place with one indexing op, not nested lists.
+        """
+        lengths = [len(s) for s in sentences]
+        batch, seq = len(sentences), max(lengths, default=0)
+        word_ids = [0] * (batch * seq)
+        casings = [0] * (batch * seq)
+        char_index = [0] * (batch * seq)
+        distinct: dict[str, int] = {}
+        flat_chars: list[int] = []
+        char_lens: list[int] = []
+        for b, sentence in enumerate(sentences):
+            base = b * seq
+            for t, token in enumerate(sentence):
+                word, case, chars = self._token(token)
+                word_ids[base + t] = word
+                casings[base + t] = case
+                row = distinct.get(token)
+                if row is None:
+                    row = distinct[token] = len(distinct)
+                    flat_chars += chars
+                    char_lens.append(len(chars))
+                char_index[base + t] = row
+        width = max(char_lens, default=1)
+        char_ids = torch.zeros(len(distinct) * width, dtype=torch.long)
+        if flat_chars:
+            lens = torch.tensor(char_lens)
+            starts = torch.arange(len(distinct)) * width
+            offsets = torch.cumsum(lens, 0) - lens  # where each word's chars start in flat_chars
+            pos = torch.arange(len(flat_chars)) - torch.repeat_interleave(offsets, lens)
+            char_ids[torch.repeat_interleave(starts, lens) + pos] = torch.tensor(flat_chars)
+        features = {
+            "word_ids": torch.tensor(word_ids, dtype=torch.long).view(batch, seq),
+            "casing": torch.tensor(casings, dtype=torch.long).view(batch, seq),
+            "char_ids": char_ids.view(len(distinct), width),
+            "char_index": torch.tensor(char_index, dtype=torch.long).view(batch, seq),
+            "lengths": torch.tensor(lengths, dtype=torch.long),
+        }
+        if self.bigram_embed is not None:
+            features["bigram_ids"] = self._bigram_ids(sentences, seq)
+        return features
+
+    def _bigram_ids(self, sentences: Sequence[Sequence[str]], seq: int) -> Tensor:
+        """``[B, T]`` ids of each token's bigram with its right neighbour (UNK when unseen, 0 past the end)."""
+        ids = torch.zeros(len(sentences), seq, dtype=torch.long)
+        index = self.bigram_index
+        for b, sentence in enumerate(sentences):
+            row = [index.get(g, UNK) for g in _bigrams([self._norm(t) for t in sentence])]
+            ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return ids
+
+    # -- the network -------------------------------------------------------------------------
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        """``[B, T, 2 * hidden]``; rows are zero past each sentence's length."""
+        word_ids, lengths = features["word_ids"], features["lengths"]
+        batch, seq = word_ids.shape
+        if batch == 0 or seq == 0:
+            return self.word_embed.weight.new_zeros(batch, seq, self.output_dim)
+        mask = lengths_to_mask(lengths.to(word_ids.device), seq)  # shape: [B, T]
+        if self.bigram_embed is None and not self.training and uses_step_loop(self.lstm, self.word_embed.weight):
+            return self._forward_distinct(features, mask)
+        words = self.word_embed(self._word_dropout(word_ids, self.unk_prob))  # shape: [B, T, word_dim]
+        char_feats = words.new_zeros(batch, seq, self.char_encoder.output_dim)
+        chars, rows = features["char_ids"], features["char_index"][mask]  # only real tokens
+        if self.training:  # one row per token: each occurrence draws its own dropout
+            encoded = self.char_encoder(chars[rows])
+        else:  # once per distinct word
+            encoded = self.char_encoder(chars)[rows]
+        char_feats[mask] = encoded.to(char_feats.dtype)  # under autocast the encoder may answer in bf16/fp16
+        parts = [words, char_feats, self.casing_embed(features["casing"])]
+        if self.bigram_embed is not None:
+            bigram_ids = self._word_dropout(features["bigram_ids"], self.bigram_unk_prob)
+            parts.append(self.bigram_embed(bigram_ids))  # shape: [B, T, bigram_dim]
+        x = torch.cat(parts, dim=2)
+        x = self._dropout(x)  # shape: [B, T, input_dim]
+        out = run_bilstm(self.lstm, x, lengths)  # shape: [B, T, 2 * hidden]
+        return self._dropout(out)
+
+    def _forward_distinct(self, features: dict[str, Tensor], mask: Tensor) -> Tensor:
+        """CPU inference (fp32, or bf16 autocast) with each distinct token's input built and projected once.
+
+        A token's word id, casing and characters all follow from its string, and ``char_index``
+        already numbers the batch's distinct strings: their ``U`` input rows go to
+        :func:`run_bilstm_rows` with ``char_index`` saying which row each token reads. Same result
+        as :meth:`forward`'s per-token path (a test compares them).
+        """
+        index, chars = features["char_index"], features["char_ids"]  # shapes: [B, T], [U, L]
+        rows, distinct = index[mask], len(chars)  # only real tokens
+        word_ids = features["word_ids"].new_zeros(distinct).index_copy_(0, rows, features["word_ids"][mask])
+        casings = features["casing"].new_zeros(distinct).index_copy_(0, rows, features["casing"][mask])
+        encoded = self.char_encoder(chars).to(self.word_embed.weight.dtype)  # shape: [U, char features]
+        x = torch.cat([self.word_embed(word_ids), encoded, self.casing_embed(casings)], dim=1)  # shape: [U, D]
+        return run_bilstm_rows(self.lstm, x, index, features["lengths"])  # shape: [B, T, 2 * hidden]
+
+    def _word_dropout(self, ids: Tensor, unk_prob: Tensor | None) -> Tensor:
+        """In training, each id replaced by UNK with its probability in ``unk_prob``."""
+        if not self.training or unk_prob is None:
+            return ids
+        return ids.masked_fill(torch.rand(ids.shape, device=ids.device) < unk_prob[ids], UNK)
+
+    def _dropout(self, x: Tensor) -> Tensor:
+        if self.cfg.locked_dropout:
+            return locked_dropout(x, self.cfg.dropout, self.training)
+        return nn.functional.dropout(x, self.cfg.dropout, self.training)
+
+
+def _unk_prob(counts: Sequence[int], alpha: float) -> Tensor | None:
+    """P(replace an id by UNK) in training, ``alpha / (alpha + count)``; None when ``alpha`` is 0."""
+    if not alpha:
+        return None
+    prob = torch.tensor([alpha / (alpha + c) if c > 0 else 0.0 for c in counts])
+    prob[:2] = 0.0  # PAD and UNK themselves
+    return prob
+
+
+def _bigrams(keys: Sequence[str]) -> list[str]:
+    """Each token's lookup key joined to its right neighbour's (``</s>`` after the last)."""
+    return [f"{a}\t{b}" for a, b in zip(keys, [*keys[1:], "</s>"], strict=True)]
+
+
+def _normalizer(cfg: BiLSTMConfig):
+    """The word-lookup key of a token: lowercased and digits zeroed, as configured."""
+    lower, digits = cfg.lowercase, cfg.normalize_digits
+
+    def norm(token: str) -> str:
+        token = token.lower() if lower else token
+        return token.translate(_DIGITS) if digits else token
+
+    return norm
+
+
+def _char_form(token: str, cfg: BiLSTMConfig) -> str:
+    """The characters the char encoder sees: original case, digits zeroed when configured."""
+    return token.translate(_DIGITS) if cfg.normalize_digits else token

@@ -1,0 +1,97 @@
+"""The builtin tasks ``ner`` and ``tag``: taggers (``tagpipe.model.Tagger``), registered by
+``plugins/tagging/hooks.py`` like any plugin's task.
+
+``tagpipe train`` trains them with :class:`tagpipe.training.loop.Trainer` (every ``train`` option is
+theirs; ``docs/training.md``), ``tagpipe evaluate`` scores them with seqeval (strict IOB2 entity
+P/R/F1, fractions) or token accuracy, and ``annotate`` runs them as ``tagpipe_ner`` /
+``tagpipe_tagger``, whose entities are the record's ``entities``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+from tagpipe.tasks import Options, Task, set_threads
+
+#: ``--config`` keys for which ``train`` has no flag
+CONFIG_ONLY = ("encoder_config", "decoder_config", "warmup", "lr_final", "clip", "weight_decay")
+
+
+class TaggerTask(Task):
+    """What ``ner`` and ``tag`` share: one model class, one trainer, one evaluation."""
+
+    spacy_module = "tagpipe.spacy_bridge.factories"
+
+    def train(self, options: Options) -> None:
+        from tagpipe.data import parse_column
+        from tagpipe.training.distributed import exit_launched_process, is_main
+        from tagpipe.training.loop import Trainer
+        from tagpipe.training.settings import TrainSettings
+
+        values = options.values
+        # other --config keys are passed over, as they always were for taggers
+        options.check(self.name, set(values) - _task_options(), CONFIG_ONLY + tuple(options.extra))
+        known = {f.name for f in fields(TrainSettings)}
+        settings = TrainSettings.from_dict({**{k: v for k, v in values.items() if k in known},
+                                            **{k: v for k, v in options.extra.items() if k in CONFIG_ONLY},
+                                            "format": values["format_"],
+                                            "tag_column": parse_column(values["tag_column"])})
+        result = Trainer(settings, resume=values["resume"], log=click.echo, progress=not values["quiet"]).run()
+        best = result["best"]
+        if is_main():
+            click.echo(f"best dev score {best['f1'] * 100:.2f} at epoch {best['epoch']}; model in {settings.output}")
+        exit_launched_process()
+
+    def evaluate(self, corpus: str, model: Path, options: Options) -> dict[str, Any]:
+        from tagpipe.corpora.schemes import convert
+        from tagpipe.data import labelled_sentences, parse_column
+        from tagpipe.evaluation import entity_scores, token_accuracy
+        from tagpipe.model import Tagger
+        from tagpipe.training.loop import resolve_device
+
+        values = options.values
+        set_threads(values.get("threads"))
+        tagger = Tagger.load(model, device=resolve_device(values["device"]))
+        sentences = labelled_sentences(corpus, values["format_"] or "conll", task=tagger.task,
+                                       scheme=values["scheme"], tag_column=parse_column(values["tag_column"]))
+        predicted = tagger.tag([s.tokens for s in sentences], batch_size=options.get("batch_size", 128))
+        gold = [s.tags for s in sentences]
+        if tagger.task == "ner":
+            return entity_scores(gold, [convert(p, tagger.scheme, "iob2") for p in predicted])
+        return token_accuracy(gold, predicted)
+
+    def format_scores(self, scores: dict[str, Any]) -> str:
+        from tagpipe.evaluation import format_accuracy_table, format_entity_table
+
+        return format_entity_table(scores) if "per_type" in scores else format_accuracy_table(scores)
+
+    def component_config(self, model: Path, **settings: Any) -> dict[str, Any]:
+        return {**super().component_config(model, **settings), "scores": settings.get("scores", True),
+                "precision": settings.get("precision", "fp32")}
+
+
+class NerTask(TaggerTask):
+    """Named entities: BIOES inside the model, IOB2 in and out; ``doc.ents`` in spaCy."""
+
+    name = "ner"
+    spacy_factory = "tagpipe_ner"
+
+    def component_config(self, model: Path, **settings: Any) -> dict[str, Any]:
+        return {**super().component_config(model, **settings), "existing_ents": settings["existing_ents"]}
+
+
+class TagTask(TaggerTask):
+    """One tag per token (POS, ...): ``token.pos_`` / ``token.tag_`` in spaCy."""
+
+    name = "tag"
+    spacy_factory = "tagpipe_tagger"
+
+
+def _task_options() -> set[str]:
+    """Names of the ``train`` options other tasks add (a tagger has no use for them)."""
+    from tagpipe.tasks import get_task, task_names
+
+    return {o.name for n in task_names() for o in get_task(n).train_options if o.name}
