@@ -1,12 +1,14 @@
 """The ``tagpipe`` command line (also ``python cli.py``).
 
 Commands live in ``pipeline/commands/``; plugins add theirs through the ``register_commands``
-hook. Errors a user can act on print as one line on stderr and exit 1, never a traceback.
+hook, builtin plugins first, and none may take a command name already taken (a builtin's first of
+all). Errors a user can act on print as one line on stderr and exit 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from tagpipe.errors import TagpipeError
@@ -15,21 +17,49 @@ from tagpipe.errors import TagpipeError
 class TagpipeGroup(click.Group):
     """A click group that loads plugin commands lazily and turns our errors into one line."""
 
-    _plugins_loaded = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded_from: object | None = None  # the plugin manager whose commands are loaded
+        self._loading: str | None = None  # the plugin whose register_commands is running
+        self._plugin_commands: dict[str, str] = {}  # command name -> plugin that added it
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """click replaces a command of the same name silently: refuse a plugin's instead, by name."""
+        name = name or cmd.name
+        plugin = self._loading
+        if plugin is not None and name in self.commands:
+            owner = self._plugin_commands.get(name)
+            by = f"plugin {owner!r}" if owner else "tagpipe"
+            click.echo(f"warning: command {name!r} from plugin {plugin!r} refused: already registered by {by}",
+                       err=True)
+            return
+        super().add_command(cmd, name)
+        if plugin is not None and name is not None:
+            self._plugin_commands[name] = plugin
 
     def _load_plugin_commands(self) -> None:
-        if self._plugins_loaded:
-            return
-        self._plugins_loaded = True
-        from tagpipe.host import get_plugin_manager, one_line
+        from tagpipe.host import get_plugin_manager, hookimpls_in_order, one_line
 
-        # one plugin at a time, so a raising hook is named and the other plugins' commands still load
-        for impl in get_plugin_manager().hook.register_commands.get_hookimpls():
+        pm = get_plugin_manager()
+        if self._loaded_from is pm:
+            return
+        for name in self._plugin_commands:  # the host was reset (tests): drop the old manager's commands
+            self.commands.pop(name, None)
+        self._plugin_commands.clear()
+        self._loaded_from = pm
+        # one plugin at a time, builtins first, so a raising hook is named, the other plugins' commands
+        # still load, and no plugin takes a builtin's command name whatever its tryfirst/trylast
+        for impl in hookimpls_in_order(pm, "register_commands"):
+            self._loading = impl.plugin_name
             try:
                 impl.function(cli=self)
+            except SystemExit:
+                click.echo(f"warning: plugin {impl.plugin_name!r}: register_commands called sys.exit()", err=True)
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
                 click.echo(f"warning: plugin {impl.plugin_name!r}: register_commands failed: {one_line(exc)}",
                            err=True)
+            finally:
+                self._loading = None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
@@ -37,7 +67,7 @@ class TagpipeGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
-        if command is None:
+        if command is None or cmd_name in self._plugin_commands:  # a plugin's: maybe of a manager since reset
             self._load_plugin_commands()
             command = super().get_command(ctx, cmd_name)
         return command

@@ -13,7 +13,9 @@ hooks. Each ``register_*`` hook receives a ``register`` callable bound to one fa
 ``register(name, factory)`` takes the factory itself or a ``"module:attribute"`` string that
 is imported only when the component is first used, so registration stays fast. Names are
 versioned (``tagpipe.crf.v1``) because saved models record them. A name registered twice is
-refused, and the message names both plugins.
+refused, and the message names both plugins: builtins register first, then plugins in load order,
+whatever ``tryfirst`` / ``trylast`` say. A plugin with a hook not defined here (a misspelling) is
+refused whole.
 """
 
 from __future__ import annotations

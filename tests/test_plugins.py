@@ -166,3 +166,228 @@ def test_a_raising_register_commands_hook_is_named_and_the_cli_keeps_working():
     result = CliRunner().invoke(group, ["parse", "--help"])
     assert result.exit_code == 0, result.output
     assert "plugin 'broken_commands': register_commands failed: RuntimeError: no commands today" in result.output
+
+
+def _clash_plugin(name: str, **opts: bool) -> object:
+    """A plugin registering ``name`` as a decoder, with the given ``@hookimpl`` options."""
+
+    class Clash:
+        @hookimpl(**opts)
+        def register_decoders(self, register):
+            register(name, ArgmaxDecoder)
+
+    return Clash()
+
+
+@pytest.mark.parametrize("opts", [{}, {"tryfirst": True}, {"trylast": True}])
+def test_builtins_win_a_clash_whatever_tryfirst_or_trylast(opts):
+    install(_clash_plugin("tagpipe.crf.v1", **opts), "clashing")
+    registry = plugins.get_registry()
+    assert registry.errors == [
+        "decoder 'tagpipe.crf.v1' from plugin 'clashing' refused: already registered by plugin 'builtin_decoders'"
+    ]
+    assert registry.entry("decoder", "tagpipe.crf.v1").plugin == "builtin_decoders"
+
+
+def test_builtins_are_called_first_even_when_registered_last():
+    import importlib
+
+    pm = plugins.make_plugin_manager(builtins=False, entry_point_group=None)
+    pm.register_module("early", _clash_plugin("tagpipe.crf.v1", tryfirst=True), "tests")
+    for name, module in plugins.BUILTIN_PLUGINS.items():
+        pm.register_module(name, importlib.import_module(module))
+    registry = plugins.build_registry(pm)
+    assert registry.entry("decoder", "tagpipe.crf.v1").plugin == "builtin_decoders"
+    assert registry.errors == [
+        "decoder 'tagpipe.crf.v1' from plugin 'early' refused: already registered by plugin 'builtin_decoders'"
+    ]
+
+
+def test_a_namesake_of_a_builtin_is_not_treated_as_one():
+    pm = plugins.make_plugin_manager(builtins=False, entry_point_group=None)
+    pm.register_module("first", _clash_plugin("x.v1"), "tests")
+    pm.register_module("builtin_decoders", _clash_plugin("x.v1", tryfirst=True), "impostor")
+    assert not plugins.is_builtin(pm, "builtin_decoders")
+    assert plugins.build_registry(pm).entry("decoder", "x.v1").plugin == "first"
+
+
+def test_third_party_plugins_clash_in_load_order():
+    pm = plugins.make_plugin_manager()
+    pm.register_module("loaded_first", _clash_plugin("clash.v1", trylast=True), "tests")
+    pm.register_module("loaded_second", _clash_plugin("clash.v1", tryfirst=True), "tests")
+    registry = plugins.build_registry(pm)
+    assert registry.entry("decoder", "clash.v1").plugin == "loaded_first"
+    assert registry.errors == [
+        "decoder 'clash.v1' from plugin 'loaded_second' refused: already registered by plugin 'loaded_first'"
+    ]
+
+
+def _fresh_group():
+    """A ``tagpipe`` group with the builtin commands only: plugin commands load on demand."""
+    import tagpipe.cli as cli_module
+    from tagpipe.commands import COMMANDS
+
+    group = cli_module.TagpipeGroup(name="tagpipe")
+    for command in COMMANDS:
+        group.add_command(command)
+    return group
+
+
+def test_a_plugin_cannot_replace_a_builtin_command():
+    import click
+    from tagpipe.commands import train
+
+    @click.command(name="train")
+    def fake_train():
+        click.echo("hijacked")
+
+    @click.command(name="parse")
+    def fake_parse():
+        click.echo("hijacked")
+
+    @click.command()
+    def hello():
+        click.echo("hello from a plugin")
+
+    class Hijack:
+        @hookimpl(tryfirst=True)
+        def register_commands(self, cli):
+            cli.add_command(fake_train)
+            cli.add_command(fake_parse)
+            cli.add_command(hello)
+
+    install(Hijack(), "hijack")
+    group = _fresh_group()
+    result = CliRunner().invoke(group, ["hello"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "hello from a plugin\n"
+    assert result.stderr.splitlines() == [
+        "warning: command 'train' from plugin 'hijack' refused: already registered by tagpipe",
+        "warning: command 'parse' from plugin 'hijack' refused: already registered by plugin 'perturbed_masking'",
+    ]
+    assert group.commands["train"] is train
+    assert "hijacked" not in CliRunner().invoke(group, ["parse", "--help"]).output
+
+
+def test_plugin_commands_follow_a_reset_of_the_host():
+    import click
+
+    @click.command()
+    def hello():
+        click.echo("hello")
+
+    class Hello:
+        @hookimpl
+        def register_commands(self, cli):
+            cli.add_command(hello)
+
+    install(Hello(), "hello_plugin")
+    group = _fresh_group()
+    assert CliRunner().invoke(group, ["hello"]).exit_code == 0
+    plugins.reset()
+    result = CliRunner().invoke(group, ["hello"])
+    assert result.exit_code == 2 and "No such command 'hello'" in result.output
+    assert "parse" in group.list_commands(None)  # the builtin plugins' commands came back
+
+
+def test_a_misspelt_hook_refuses_the_plugin_in_one_line(tmp_path, monkeypatch):
+    _write_dist(tmp_path, "tagpipe-misspelt", "misspelt_plugin", """
+        from tagpipe import hookimpl
+
+        @hookimpl
+        def register_decoder(register):
+            register("misspelt.v1", "tests.test_plugins:ArgmaxDecoder")
+
+        @hookimpl
+        def register_encoders(register):
+            register("misspelt.enc.v1", "tests.test_plugins:ArgmaxDecoder")
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = plugins.get_registry()
+    assert registry.errors == ["plugin 'misspelt_plugin' from 'tagpipe-misspelt' refused: "
+                               "unknown hook 'register_decoder' (did you mean 'register_decoders'?)"]
+    pm = plugins.get_plugin_manager()
+    assert pm.get_plugin("misspelt_plugin") is None and "misspelt_plugin" not in pm.distributions
+    assert "misspelt.enc.v1" not in registry.names("encoder")  # left out whole, not half
+    assert "tagpipe.crf.v1" in registry.names("decoder")
+    pm.check_pending()  # what is left passes pluggy's own check
+
+
+def test_an_unknown_hook_lists_the_hooks_and_optional_hooks_pass():
+    class Unknown:
+        @hookimpl
+        def frobnicate(self):
+            pass
+
+    class Optional:
+        @hookimpl(optionalhook=True)
+        def register_widgets(self, register):
+            pass
+
+    pm = plugins.make_plugin_manager()
+    pm.register_module("unknown", Unknown(), "tests")
+    pm.register_module("optional", Optional(), "tests")
+    assert pm.load_errors == ["plugin 'unknown' from 'tests' refused: unknown hook 'frobnicate' (hooks: "
+                              "register_commands, register_decoders, register_encoders, register_formats, "
+                              "register_tasks)"]
+    assert pm.get_plugin("optional") is not None
+
+
+def test_an_argument_the_hookspec_lacks_refuses_the_whole_plugin_by_name():
+    class ExtraArgument:
+        @hookimpl
+        def register_commands(self, cli):
+            raise AssertionError("a refused plugin's hooks must not run")
+
+        @hookimpl
+        def register_decoders(self, register, extra):
+            pass
+
+    pm = plugins.make_plugin_manager()
+    pm.register_module("extra_arg", ExtraArgument(), "tests")
+    [error] = pm.load_errors
+    assert error.startswith("plugin 'extra_arg' from 'tests' refused: PluginValidationError: ")
+    assert "'register_decoders'" in error and "extra" in error and "\n" not in error
+    assert pm.get_plugin("extra_arg") is None
+    assert "extra_arg" not in {impl.plugin_name for impl in pm.hook.register_commands.get_hookimpls()}
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_named_and_the_cli_keeps_working(tmp_path, monkeypatch):
+    _write_dist(tmp_path, "tagpipe-exiter", "exiter_plugin", "import sys\n\nsys.exit('goodbye')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from tagpipe.cli import cli
+
+    expected = "plugin 'exiter_plugin' from 'tagpipe-exiter' called sys.exit() at import"
+    result = CliRunner().invoke(cli, ["info"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("tagpipe ")
+    assert result.stderr.splitlines() == [f"warning: 1 plugin problem(s), see `tagpipe plugins`: {expected}"]
+    listing = CliRunner().invoke(cli, ["plugins"])
+    assert listing.exit_code == 0 and listing.stderr.splitlines() == [f"warning: {expected}"]
+
+
+def test_keyboard_interrupt_at_import_still_propagates(tmp_path, monkeypatch):
+    _write_dist(tmp_path, "tagpipe-ctrlc", "ctrlc_plugin", "raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        plugins.make_plugin_manager()
+
+
+def test_sys_exit_in_a_hook_is_named_and_the_rest_keep_working():
+    class Exits:
+        @hookimpl
+        def register_decoders(self, register):
+            register("exits.v1", ArgmaxDecoder)
+            sys.exit(3)
+
+        @hookimpl
+        def register_commands(self, cli):
+            sys.exit(4)
+
+    install(Exits(), "exits")
+    registry = plugins.get_registry()
+    assert registry.errors == ["plugin 'exits': register_decoders called sys.exit()"]
+    assert "tagpipe.crf.v1" in registry.names("decoder")
+    result = CliRunner().invoke(_fresh_group(), ["parse", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "warning: plugin 'exits': register_commands called sys.exit()" in result.stderr
