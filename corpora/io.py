@@ -128,44 +128,66 @@ def _default_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
-    """A text stream whose content replaces ``path`` only when the block succeeds.
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it only when the block succeeds.
 
-    Writes a temporary file in the same directory (so ``os.replace`` is atomic), fsyncs it and
-    renames it over ``path``; on an exception the temporary file is removed and ``path`` is left
-    as it was. A ``.gz`` name is gzip-compressed; ``-`` is stdout (nothing to replace).
+    The one atomic-replace helper: every writer of a file that must never be seen half-written
+    (corpora, model weights and configs, checkpoints, outputs) writes the yielded path, which is
+    then fsynced, given the permissions ``path`` has (or a new file would get) and renamed over
+    ``path`` (``os.replace`` is atomic within a directory). On an exception the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _default_mode()
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomically(path: str | Path, data: str | bytes) -> None:
+    """Replace ``path`` with ``data`` (text is written as UTF-8) through :func:`replacing`."""
+    with replacing(path) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """A text stream whose content replaces ``path`` only when the block succeeds (:func:`replacing`).
+
+    A ``.gz`` name is gzip-compressed; ``-`` is stdout (nothing to replace).
     """
     if str(path) == STDIO:
         yield sys.stdout
         sys.stdout.flush()
         return
     path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = _default_mode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    raw = os.fdopen(fd, "wb")
-    binary: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb") if path.suffix == ".gz" else raw
-    text = io.TextIOWrapper(binary, encoding=encoding, newline="\n")
-    try:
-        yield text
-        text.flush()
-        text.detach()
+    with replacing(path) as tmp, open(tmp, "wb") as raw:
+        binary: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb") if path.suffix == ".gz" else raw
+        text = io.TextIOWrapper(binary, encoding=encoding, newline="\n")
+        try:
+            yield text
+            text.flush()
+        finally:
+            with contextlib.suppress(ValueError):
+                text.detach()  # so the wrapper's finaliser does not flush into a closed file
         if binary is not raw:
             binary.close()  # writes the gzip trailer; leaves ``raw`` open
-        raw.flush()
-        os.fsync(raw.fileno())
-        raw.close()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(ValueError):
-            text.detach()  # so the wrapper's finaliser does not flush into a closed file
-        raw.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -176,39 +198,6 @@ def open_output(path_or_stream: str | Path | IO[str]) -> Iterator[IO[str]]:
     else:
         with atomic_write(path_or_stream) as stream:  # type: ignore[arg-type]
             yield stream
-
-
-def detect_format(path: str | Path) -> str:
-    """The registered format whose extensions match ``path`` (a ``.gz`` suffix is ignored).
-
-    ``.txt`` is claimed by both ``conll`` and ``text``; such ties are settled by looking at the
-    first lines (see :func:`looks_like_conll`). Raises :class:`TagpipeError` when no format
-    claims the extension.
-    """
-    from tagpipe.host import get_registry
-
-    name = str(path)
-    stem = name[:-3] if name.endswith(".gz") else name
-    suffix = Path(stem).suffix.lower()
-    registry = get_registry()
-    candidates = []
-    for fmt in registry.names("format"):
-        try:
-            extensions = registry.get("format", fmt).extensions
-        except TagpipeError:
-            continue  # a broken plugin is reported by `tagpipe plugins`; it cannot match here
-        if suffix and suffix in extensions:
-            candidates.append(fmt)
-    if len(candidates) > 1 and "conll" in candidates and name != STDIO:
-        columns = looks_like_conll(path)
-        candidates = ["conll"] if columns else [c for c in candidates if c != "conll"]
-    if not candidates:
-        available = ", ".join(registry.names("format")) or "none"
-        raise TagpipeError(
-            f"cannot tell the format of {name!r} from its extension {suffix or '(none)'!r}; "
-            f"name one of: {available}"
-        )
-    return candidates[0]
 
 
 def looks_like_conll(path: str | Path, sample: int = 50) -> bool:

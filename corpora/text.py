@@ -55,7 +55,7 @@ def write_text(sentences: Iterable[Sentence], path_or_stream: str | Path | IO[st
 
 
 class TextFormat(CorpusFormat):
-    """Plain text, one document per line (``.txt`` is shared with CoNLL: see ``detect_format``)."""
+    """Plain text, one document per line (``.txt`` is shared with CoNLL: see ``tagpipe.data.detect_format``)."""
 
     name = "text"
     extensions = (".txt", ".text")

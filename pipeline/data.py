@@ -1,4 +1,4 @@
-"""Reading labelled corpora for a task through the registered formats."""
+"""Reading corpora through the registered formats: which format a file is in, and labelled sentences for a task."""
 
 from __future__ import annotations
 
@@ -6,12 +6,44 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tagpipe.corpora.io import STDIO, looks_like_conll
 from tagpipe.corpora.schemes import check_scheme, convert, is_valid, tags_to_spans
 from tagpipe.corpora.types import Sentence
 from tagpipe.errors import CorpusError, TagpipeError
 from tagpipe.host import get_registry
 
 TASKS = ("ner", "tag")
+
+
+def detect_format(path: str | Path) -> str:
+    """The registered format whose extensions match ``path`` (a ``.gz`` suffix is ignored).
+
+    ``.txt`` is claimed by both ``conll`` and ``text``; such ties are settled by looking at the
+    first lines (see :func:`tagpipe.corpora.io.looks_like_conll`). Raises :class:`TagpipeError` when no format
+    claims the extension.
+    """
+    name = str(path)
+    stem = name[:-3] if name.endswith(".gz") else name
+    suffix = Path(stem).suffix.lower()
+    registry = get_registry()
+    candidates = []
+    for fmt in registry.names("format"):
+        try:
+            extensions = registry.get("format", fmt).extensions
+        except TagpipeError:
+            continue  # a broken plugin is reported by `tagpipe plugins`; it cannot match here
+        if suffix and suffix in extensions:
+            candidates.append(fmt)
+    if len(candidates) > 1 and "conll" in candidates and name != STDIO:
+        columns = looks_like_conll(path)
+        candidates = ["conll"] if columns else [c for c in candidates if c != "conll"]
+    if not candidates:
+        available = ", ".join(registry.names("format")) or "none"
+        raise TagpipeError(
+            f"cannot tell the format of {name!r} from its extension {suffix or '(none)'!r}; "
+            f"name one of: {available}"
+        )
+    return candidates[0]
 
 
 def read_corpus(path: str | Path, fmt: str, **options: Any) -> Iterator[Sentence]:

@@ -24,14 +24,15 @@ from typing import Any
 
 import torch
 from tagpipe.components import Decoder, Encoder, lengths_to_mask
+from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.corpora.schemes import Constraints, allowed_transitions
 from tagpipe.errors import ModelError
 from tagpipe.host import get_registry
+from tagpipe.model_folder import read_model_config
+from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from torch import Tensor, nn
 
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 SPAN_TASKS = {"ner"}  # tasks whose tags encode spans, trained internally in BIOES
 #: spaCy tokenizer settings recorded for languages tagged per character (``spacy.blank(lang, config=...)``)
 CHARACTER_TOKENIZERS = {"zh": {"segmenter": "char"}}
@@ -115,9 +116,9 @@ class Tagger(nn.Module):
                     precision: str = "fp32") -> tuple[Tensor, Tensor | None]:
         """Best tag ids ``[B, T]`` (-1 at padding) and, optionally, their marginal probabilities.
 
-        ``precision`` bf16/fp16 runs the encoder under autocast (on CPU with AVX512-BF16 the
-        BiLSTM encoder runs about 1.4x faster); the decoder always works on float32 scores, so
-        transition constraints and probabilities keep their precision.
+        ``precision`` bf16/fp16 runs the encoder under autocast (on a CPU with AVX512-BF16 the
+        BiLSTM encoder runs faster, see docs/benchmarks.md); the decoder always works on float32
+        scores, so transition constraints and probabilities keep their precision.
         """
         with inference_autocast(self, precision):
             hidden, mask = self.encode(features)
@@ -171,31 +172,30 @@ class Tagger(nn.Module):
         }
 
     def save(self, path: str | Path, *, dtype: torch.dtype | None = None) -> None:
-        """Write the model folder. Each file is written beside its target and renamed over it,
-        config last, so a crash mid-save leaves the previous model loadable. Subfolders (a
-        trainer's ``checkpoint/``) are left alone."""
+        """Write the model folder. Each file replaces its target atomically (weights, then the
+        encoder's assets, config last), so a crash mid-save leaves the previous model loadable.
+        Subfolders (a trainer's ``checkpoint/``) are left alone."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=path))
-        try:
-            state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-            if dtype is not None:
-                state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-            self.encoder.save_assets(tmp)
-            (tmp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n")
-            for item in sorted(tmp.iterdir(), key=lambda p: p.name == CONFIG_FILE):
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        with replacing(path / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        with tempfile.TemporaryDirectory(prefix=".assets-", dir=path) as staging:
+            self.encoder.save_assets(Path(staging))  # the encoder names its own files
+            for item in sorted(Path(staging).iterdir()):
                 target = path / item.name
                 if item.is_dir():
                     if target.exists():
                         shutil.rmtree(target)
                     os.replace(item, target)
                 else:
-                    os.replace(item, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                    with replacing(target) as tmp:
+                        os.replace(item, tmp)
+        write_atomically(path / CONFIG_FILE, json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Tagger:
@@ -203,7 +203,7 @@ class Tagger(nn.Module):
         from safetensors.torch import load_file
 
         path = Path(path)
-        config = read_config(path)
+        config = read_model_config(path, format_version=FORMAT_VERSION, required=(WEIGHTS_FILE,))
         registry = get_registry()
         encoder_cls = registry.get("encoder", config["encoder"]["name"])
         decoder_cls = registry.get("decoder", config["decoder"]["name"])
@@ -237,22 +237,6 @@ def inference_autocast(model: nn.Module, precision: str):
 
 def constraints_for(labels: Sequence[str], scheme: str | None) -> Constraints | None:
     return allowed_transitions(labels, scheme) if scheme else None
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    config_file = path / CONFIG_FILE
-    if not config_file.is_file():
-        raise ModelError(f"{path} is not a tagpipe model folder (no {CONFIG_FILE})")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{config_file}: not valid JSON ({exc})") from None
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelError(f"{path}: model format version {version!r} is not supported (expected {FORMAT_VERSION})")
-    if not (path / WEIGHTS_FILE).is_file():
-        raise ModelError(f"{path}: missing {WEIGHTS_FILE}")
-    return config
 
 
 def to_device(features: dict[str, Tensor], device: torch.device | str) -> dict[str, Tensor]:

@@ -19,10 +19,11 @@ class Predictor:
     def load(cls, path: str | Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
              precision: str = "fp32") -> Predictor:
         """``batch_size``: items per forward pass (None: the component's default)."""
-        from tagpipe.tasks import add_model_pipe, blank_nlp, model_config
+        from tagpipe.model_folder import read_model_config
+        from tagpipe.tasks import add_model_pipe, blank_nlp
 
         path = Path(path) if path is not None else default_model_path()
-        config = model_config(path)
+        config = read_model_config(path)
         nlp = blank_nlp(config)
         add_model_pipe(nlp, path, config, device=device, batch_size=batch_size,  # loads now: errors surface here
                        precision=precision)

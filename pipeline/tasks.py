@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import click
 from click.core import ParameterSource
 from tagpipe.errors import ModelError, TagpipeError
+from tagpipe.model_folder import read_model_config
 
 DEFAULT_TASK = "ner"  # what a config.json without "task" holds
 #: where an option's value counts as the user's (else the command's default, which a task may replace)
@@ -138,23 +139,9 @@ def task_names() -> list[str]:
     return list(_current()["names"])
 
 
-def model_config(path: Path) -> dict[str, Any]:
-    """A model folder's ``config.json`` as it is (each task checks its own fields when loading)."""
-    config_file = Path(path) / "config.json"
-    if not config_file.is_file():
-        raise ModelError(f"{path} is not a tagpipe model folder (no config.json)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{config_file}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{config_file}: expected a JSON object")
-    return config
-
-
 def task_of(path: Path, config: dict[str, Any] | None = None) -> Task:
     """The task of the model folder ``path`` (its config.json ``task``)."""
-    name = (config if config is not None else model_config(path)).get("task", DEFAULT_TASK)
+    name = (config if config is not None else read_model_config(path)).get("task", DEFAULT_TASK)
     try:
         return get_task(name)
     except TagpipeError as exc:

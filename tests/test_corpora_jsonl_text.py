@@ -13,10 +13,11 @@ from conftest import REPO, shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tagpipe.corpora.conllu import read_conllu
-from tagpipe.corpora.io import atomic_write, detect_format, open_lines
+from tagpipe.corpora.io import atomic_write, open_lines
 from tagpipe.corpora.jsonl import JsonlFormat, read_jsonl, write_jsonl
 from tagpipe.corpora.text import TextFormat, read_text, sentence_text, write_text
 from tagpipe.corpora.types import Sentence
+from tagpipe.data import detect_format
 from tagpipe.errors import CorpusError, TagpipeError
 
 

@@ -11,8 +11,9 @@ import pickle
 import pytest
 import torch
 from tagpipe.errors import ModelError
+from tagpipe.plugins.seq2seq.attention import Packed, unilm_mask
 from tagpipe.plugins.seq2seq.generation import generate
-from tagpipe.plugins.seq2seq.model import Packed, Seq2SeqModel, unilm_mask
+from tagpipe.plugins.seq2seq.model import Seq2SeqModel
 
 SOURCES = ["the cat sat on the mat", "a dog ran home", "big green house", "the small dog was happy"]
 COPY = [{"source": s, "target": s} for s in SOURCES]

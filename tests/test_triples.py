@@ -143,12 +143,13 @@ def saved_models(tiny_bert_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("head", ["pointer", "gplinker"])
 def test_save_load_round_trip_gives_identical_predictions(saved_models, tmp_path, head):
-    from tagpipe.plugins.triples.model import TripleModel, read_config
+    from tagpipe.model_folder import read_model_config
+    from tagpipe.plugins.triples.model import TripleModel
 
     model = TripleModel.load(saved_models[head])
     model.save(tmp_path / "again")
     again = TripleModel.load(tmp_path / "again")
-    assert read_config(tmp_path / "again")["task"] == "triples"
+    assert read_model_config(tmp_path / "again", task="triples")["task"] == "triples"
     assert (tmp_path / "again" / "encoder" / "tokenizer.json").is_file()
     sentences = [SENTENCE, SENTENCE[:4]]
     features = model.featurize(sentences)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tagpipe.annotating.sources import Item
+from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import TagpipeError
 
 Encoder = Callable[[Any, Item], bytes]
@@ -113,7 +114,8 @@ class Output:
         self.finalize()
 
     def finalize(self) -> None:
-        _replace(self.partial, self.target)
+        with replacing(self.target) as tmp:
+            os.replace(self.partial, tmp)
 
     def discard(self) -> None:
         self.close()
@@ -140,9 +142,7 @@ class SpacyOutput(Output):
         merged = DocBin()
         for blob in _blobs(self.partial):
             merged.merge(DocBin().from_bytes(blob))
-        tmp = self.target.parent / f".{self.target.name}.tmp"
-        tmp.write_bytes(merged.to_bytes())
-        _replace(tmp, self.target)
+        write_atomically(self.target, merged.to_bytes())
         self.partial.unlink()
 
 
@@ -172,12 +172,12 @@ class HtmlOutput(Output):
             while chunk := [json.loads(line) for _, line in zip(range(self.page_size), lines, strict=False)]:
                 path = self.page_path(len(pages) + 1)
                 html = displacy.render(chunk, style="ent", manual=True, page=True, minify=True)
-                _write_atomic(path, html.encode("utf-8"))
+                write_atomically(path, html)
                 pages.append(path)
         if not self.is_file:
             links = "\n".join(f'<li><a href="{p.name}">{p.name}</a></li>' for p in pages)
-            _write_atomic(self.target / "index.html",
-                          f"<!DOCTYPE html>\n<html><body><ul>\n{links}\n</ul></body></html>\n".encode())
+            write_atomically(self.target / "index.html",
+                             f"<!DOCTYPE html>\n<html><body><ul>\n{links}\n</ul></body></html>\n")
         self.partial.unlink()
 
 
@@ -233,21 +233,3 @@ def _blobs(path: Path) -> Iterator[bytes]:
         while header := stream.read(_BLOB.size):
             (size,) = _BLOB.unpack(header)
             yield stream.read(size)
-
-
-def _replace(source: Path, target: Path) -> None:
-    """Rename ``source`` over ``target``, keeping the target's permissions when it exists."""
-    try:
-        os.chmod(source, target.stat().st_mode & 0o7777)
-    except FileNotFoundError:
-        pass
-    os.replace(source, target)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.parent / f".{path.name}.tmp"
-    with open(tmp, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    _replace(tmp, path)

@@ -10,12 +10,12 @@ second of work, never consistency.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from tagpipe.annotating.outputs import Output
+from tagpipe.corpora.io import write_atomically
 from tagpipe.errors import TagpipeError
 
 VERSION = 1
@@ -70,9 +70,7 @@ class Checkpoints:
             return
         data = {"version": VERSION, "fingerprint": self.fingerprint, "docs": state.docs, "tokens": state.tokens,
                 "offsets": offsets}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data) + "\n")
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(data) + "\n")
         self._last = time.monotonic()
 
     def remove(self) -> None:

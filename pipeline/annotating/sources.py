@@ -84,7 +84,7 @@ def _walk(folder: str) -> Iterator[str]:
 def format_of(path: str, *, strict: bool = True) -> str | None:
     """The input format of ``path`` from its extension (text for stdin); None for a file of a
     folder whose extension no format claims (``strict=False``), which the caller skips."""
-    from tagpipe.corpora.io import detect_format
+    from tagpipe.data import detect_format
 
     if path == STDIO:
         return "text"

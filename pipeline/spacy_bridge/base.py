@@ -13,7 +13,6 @@ models; it is ignored).
 # No ``from __future__ import annotations`` here: spaCy builds a pydantic model from
 # ``initialize``'s signature to validate [initialize.components] settings, and string
 # annotations would name types that model cannot resolve.
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +25,8 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import minibatch
 from tagpipe.errors import ModelError
+from tagpipe.model_folder import model_labels
+from tagpipe.names import CONFIG_FILE
 
 BYTES_VERSION = 1
 
@@ -156,10 +157,9 @@ class TaggerComponent(ModelComponent):
             path = self.model_path or self.default_model()
         except ModelError:
             return []
-        config_file = Path(path) / "config.json" if path is not None else None
-        if config_file is None or not config_file.is_file():
+        if path is None or not (Path(path) / CONFIG_FILE).is_file():
             return []
-        return list(json.loads(config_file.read_text()).get("labels", []))
+        return model_labels(path)
 
     # -- running -------------------------------------------------------------------------
     def tag_segments(self, docs: Sequence[Doc]) -> tuple[list[tuple[Doc, int, int]], list[list[str]],

@@ -9,12 +9,13 @@ and registers our Doc/Span/Token extensions, once, all prefixed ``tagpipe_``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Span, Token
+from tagpipe.model_folder import read_model_config
+from tagpipe.names import CONFIG_FILE
 from tagpipe.spacy_bridge.base import add_requirements
 from tagpipe.spacy_bridge.ner import NERComponent
 from tagpipe.spacy_bridge.tagger import TokenTaggerComponent
@@ -82,8 +83,7 @@ def _declare_requirements(nlp: Language, model: str | None) -> None:
     """``meta.json`` names tagpipe (and the model's plugin distributions) for ``spacy package``;
     done here because ``nlp.to_disk`` writes meta.json before the components save themselves."""
     components: list[tuple[str, str]] = []
-    config_file = Path(model) / "config.json" if model else None
-    if config_file is not None and config_file.is_file():
-        config = json.loads(config_file.read_text())
+    if model and (Path(model) / CONFIG_FILE).is_file():
+        config = read_model_config(model)
         components = [("encoder", config["encoder"]["name"]), ("decoder", config["decoder"]["name"])]
     add_requirements(nlp.meta, components)

@@ -13,7 +13,6 @@ files.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tagpipe.corpora.io import replacing
 from tagpipe.corpora.schemes import convert
 from tagpipe.corpora.types import Sentence
 from tagpipe.data import entity_types, labelled_sentences
@@ -331,9 +331,8 @@ class Trainer:
             "torch_rng_ranks": torch_rngs if torch_rngs and len(torch_rngs) > 1 else None,  # one per rank
             "settings": self.settings.to_dict(),
         }
-        tmp = folder / f".{STATE_FILE}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, folder / STATE_FILE)
+        with replacing(folder / STATE_FILE) as tmp:
+            torch.save(state, tmp)
 
     def _load_state(self) -> dict[str, Any] | None:
         path = self.output / CHECKPOINT_DIR / STATE_FILE

@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import click
+from tagpipe.corpora.io import replacing
 
 # kept equal to tagpipe.plugins.perturbed_masking.masking's and pm_protocol's tuples (importing them would load torch)
 ALGORITHMS = ("eisner", "cle")
@@ -210,15 +209,11 @@ def plot_matrix(matrix, labels: list[str], path: Path) -> None:
     ax.set_ylabel("i (word read)")
     fig.colorbar(image, ax=ax, label="F[i, j]")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        with warnings.catch_warnings():  # labels in scripts the default font lacks (CJK) draw as boxes
+        with warnings.catch_warnings(), replacing(path) as tmp:
+            # labels in scripts the default font lacks (CJK) draw as boxes
             warnings.filterwarnings("ignore", message="Glyph .* missing from font")
             fig.tight_layout()
             fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -7,11 +7,10 @@ them keeps ``tagpipe --help`` fast.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
+from tagpipe.corpora.io import write_atomically
 
 # kept equal to tagpipe.plugins.seq2seq.generation.STRATEGIES (not imported: that would load torch)
 STRATEGIES = ("greedy", "beam", "sample")
@@ -58,7 +57,7 @@ def generate(input_file, model_dir, output, strategy, beams, length_penalty, top
         for line in lines:
             click.echo(line)
         return
-    write_atomic(output, "".join(line + "\n" for line in lines))
+    write_atomically(output, "".join(line + "\n" for line in lines))
     click.echo(f"{len(lines)} generations written to {output}", err=True)
 
 
@@ -89,16 +88,3 @@ def seq2seq_train(train_file, dev_file, pretrained, output, epochs, batch_size, 
                             log=(lambda _m: None) if quiet else (lambda m: click.echo(m, err=True)))
     if not quiet:
         click.echo(f"model saved to {output} (final train loss {history['train_loss'][-1]:.4f})", err=True)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -15,11 +15,14 @@ same numbers (the test checks identical outputs); the cache exists only for spee
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from tagpipe.plugins.seq2seq.model import KeyValues, Packed, Seq2SeqModel
+from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from tagpipe.plugins.seq2seq.model import Seq2SeqModel
 
 STRATEGIES = ("greedy", "beam", "sample")
 
@@ -92,8 +95,6 @@ class UncachedStepper:
             source_width=src.source_width,
         )
         hidden = self.model.embed(packed.input_ids, packed.segment_ids, packed.position_ids)
-        from tagpipe.plugins.seq2seq.model import unilm_mask
-
         hidden, _ = self.model.run_layers(hidden, unilm_mask(packed.segment_ids, packed.valid, hidden.dtype))
         return self.model.lm_logits(hidden[:, -1])
 

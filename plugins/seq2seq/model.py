@@ -8,10 +8,10 @@ Source and target are packed into one row with segment ids (``token_type_ids``):
 
 The source region is padded to the batch's longest source, so every row's target starts at
 column ``S``; position ids skip the padding (a row's target positions follow its own source).
-The additive mask (:func:`unilm_mask`) lets source tokens see the whole source and target tokens
-see the source plus the target tokens up to themselves. The masked-LM head (its decoder tied to
-the word embeddings) reads the state at target column ``k`` and predicts target token ``k + 1``
-(``[BOS]`` predicts ``t1``; ``tn`` predicts ``[SEP]``, the end of the output).
+The additive mask (:func:`~tagpipe.plugins.seq2seq.attention.unilm_mask`) lets source tokens see
+the whole source and target tokens see the source plus the target tokens up to themselves. The
+masked-LM head (its decoder tied to the word embeddings) reads the state at target column ``k``
+and predicts target token ``k + 1`` (``[BOS]`` predicts ``t1``; ``tn`` predicts ``[SEP]``, the end of the output).
 
 The layers run through :meth:`Seq2SeqModel.run_layers` on the HF modules' own weights, because
 transformers' ``BertModel`` caches keys/values only with ``is_decoder=True``, which makes the
@@ -25,22 +25,23 @@ length limits), ``transformer/`` (HF config and tokenizer) and ``model.safetenso
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import ModelError, TagpipeError
+from tagpipe.model_folder import read_model_config
+from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from tagpipe.plugins.encoders.bert import check_pretrained_folder, load_tokenizer, quiet_transformers
+from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
 from torch import Tensor, nn
 
 FORMAT_VERSION = 1
 TASK = "seq2seq"
 ASSETS_DIR = "transformer"
-WEIGHTS = "model.safetensors"
-KeyValues = list[tuple[Tensor, Tensor]]  # per layer: keys, values [N, heads, L, head_dim]
 
 
 @dataclass
@@ -54,33 +55,6 @@ class Seq2SeqConfig:
     def from_dict(cls, config: dict[str, Any]) -> Seq2SeqConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in config.items() if k in known})
-
-
-@dataclass
-class Packed:
-    """A batch packed for the UniLM mask. All ``[N, S + T]``; ``source_width`` is ``S``."""
-
-    input_ids: Tensor
-    segment_ids: Tensor
-    position_ids: Tensor
-    valid: Tensor  # bool: a real token (not padding)
-    source_width: int
-
-
-def unilm_mask(segment_ids: Tensor, valid: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """The additive attention mask ``[N, 1, L, L]``: 0 where query ``i`` may see key ``j``.
-
-    Allowed: ``j`` is a real token and either in the source (segment 0), or in the target with
-    ``j <= i`` while ``i`` is a target token. Padding queries see themselves (no empty rows).
-    """
-    length = segment_ids.shape[1]
-    source_key = (segment_ids == 0)[:, None, :]  # shape: [N, 1, L]
-    target_query = (segment_ids == 1)[:, :, None]  # shape: [N, L, 1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()  # shape: [L, L]
-    allowed = (source_key | (target_query & causal)) & valid[:, None, :]  # shape: [N, L, L]
-    allowed = allowed | torch.eye(length, dtype=torch.bool, device=segment_ids.device)
-    zero = torch.zeros((), dtype=dtype, device=segment_ids.device)
-    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # shape: [N, 1, L, L]
 
 
 class Seq2SeqModel(nn.Module):
@@ -131,11 +105,10 @@ class Seq2SeqModel(nn.Module):
         (folder / ASSETS_DIR).mkdir(parents=True, exist_ok=True)
         self.mlm.config.save_pretrained(folder / ASSETS_DIR)
         self.tokenizer.save_pretrained(folder / ASSETS_DIR)
-        save_model(self.mlm, str(folder / f".{WEIGHTS}.tmp"))  # drops the tied decoder copy
-        os.replace(folder / f".{WEIGHTS}.tmp", folder / WEIGHTS)
+        with replacing(folder / WEIGHTS_FILE) as tmp:
+            save_model(self.mlm, str(tmp))  # drops the tied decoder copy
         config = {"format_version": FORMAT_VERSION, "task": TASK, **asdict(self.cfg), "meta": self.meta}
-        (folder / ".config.json.tmp").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        os.replace(folder / ".config.json.tmp", folder / "config.json")
+        write_atomically(folder / CONFIG_FILE, json.dumps(config, indent=2))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Seq2SeqModel:
@@ -144,20 +117,11 @@ class Seq2SeqModel(nn.Module):
         from transformers import AutoConfig, BertForMaskedLM
 
         folder = Path(path)
-        config_file = folder / "config.json"
-        if not config_file.is_file():
-            raise ModelError(f"{folder}: not a tagpipe seq2seq model (no config.json)")
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        if config.get("task") != TASK:
-            raise ModelError(f"{folder}: a model for task {config.get('task')!r}, not {TASK!r}")
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"{folder}: format_version {config.get('format_version')!r} is not supported "
-                             f"(expected {FORMAT_VERSION})")
-        if not (folder / WEIGHTS).is_file() or not (folder / ASSETS_DIR / "config.json").is_file():
-            raise ModelError(f"{folder}: incomplete model folder (needs {WEIGHTS} and {ASSETS_DIR}/config.json)")
+        config = read_model_config(folder, task=TASK, format_version=FORMAT_VERSION,
+                                   required=(WEIGHTS_FILE, f"{ASSETS_DIR}/{CONFIG_FILE}"))
         with quiet_transformers():
             mlm = BertForMaskedLM(AutoConfig.from_pretrained(folder / ASSETS_DIR, local_files_only=True))
-        load_model(mlm, str(folder / WEIGHTS), device="cpu")
+        load_model(mlm, str(folder / WEIGHTS_FILE), device="cpu")
         mlm.tie_weights()
         model = cls(mlm, load_tokenizer(folder / ASSETS_DIR), Seq2SeqConfig.from_dict(config))
         model.meta = dict(config.get("meta") or {})

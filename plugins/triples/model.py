@@ -17,21 +17,21 @@ The model folder is self-contained:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import ModelError
+from tagpipe.model_folder import read_model_config
+from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from tagpipe.plugins.encoders.bert import BertEncoder
 from tagpipe.plugins.triples.heads import HEADS, Triple, build_head
 from torch import Tensor, nn
 
 FORMAT_VERSION = 1
 TASK = "triples"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 class SpanTriple(NamedTuple):
@@ -139,9 +139,9 @@ class TripleModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.encoder.save_assets(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-        text = json.dumps(self.config(), indent=2, ensure_ascii=False)
-        _atomic(folder / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        with replacing(folder / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp))
+        write_atomically(folder / CONFIG_FILE, json.dumps(self.config(), indent=2, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> TripleModel:
@@ -149,9 +149,7 @@ class TripleModel(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(path)
-        config = read_config(folder)
-        if not (folder / WEIGHTS_FILE).is_file():
-            raise ModelError(f"{folder}: missing {WEIGHTS_FILE}")
+        config = read_model_config(folder, task=TASK, format_version=FORMAT_VERSION, required=(WEIGHTS_FILE,))
         encoder = BertEncoder.from_assets(folder, config["encoder"]["config"])
         model = cls(encoder, config["relations"], config["head"], config.get("head_config"), config.get("meta"))
         state = load_file(str(folder / WEIGHTS_FILE))
@@ -160,23 +158,3 @@ class TripleModel(nn.Module):
             raise ModelError(f"{folder}: weights do not fit the config (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]})")
         return model.to(device).eval()
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    """``config.json`` of a triples model folder, checked for format version and task."""
-    file = Path(folder) / CONFIG_FILE
-    if not file.is_file():
-        raise ModelError(f"{folder}: not a model folder (no {CONFIG_FILE})")
-    config = json.loads(file.read_text(encoding="utf-8"))
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{folder}: format version {config.get('format_version')!r} is not supported "
-                         f"(expected {FORMAT_VERSION})")
-    if config.get("task") != TASK:
-        raise ModelError(f"{folder}: a model for task {config.get('task')!r}, not {TASK!r}")
-    return config
-
-
-def _atomic(target: Path, write) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    write(tmp)
-    os.replace(tmp, target)
