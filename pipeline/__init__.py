@@ -1,6 +1,6 @@
 """tagpipe's framework core and public API.
 
-``from pipeline import hookimpl`` is all a plugin needs; ``tagpipe.load(path)`` loads a trained
+``from tagpipe import hookimpl`` is all a plugin needs; ``tagpipe.load(path)`` loads a trained
 model folder. Heavy libraries (torch, spaCy, transformers) are imported only when used.
 """
 

@@ -29,7 +29,7 @@ from tagpipe.corpora.schemes import Constraints, allowed_transitions
 from tagpipe.errors import ModelError
 from tagpipe.host import get_registry
 from tagpipe.model_folder import read_model_config
-from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
+from tagpipe.names import CONFIG_FILE, PRECISIONS, WEIGHTS_FILE
 from torch import Tensor, nn
 
 FORMAT_VERSION = 1
@@ -222,7 +222,6 @@ class Tagger(nn.Module):
         return model.to(device)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def inference_autocast(model: nn.Module, precision: str):

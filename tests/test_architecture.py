@@ -24,6 +24,8 @@ PUBLIC_CORE = {
     "tagpipe.training.settings", "tagpipe.training.distributed", "tagpipe.spacy_bridge.base",
 }  # fmt: skip
 MAX_LINES = 400
+#: constants that share a name and value but version different things
+SEPARATE_BY_DESIGN = {"FORMAT_VERSION"}  # each task versions its own model-folder format
 
 
 def _modules() -> dict[str, Path]:
@@ -196,3 +198,20 @@ def test_top_level_import_names_are_only_tagpipe():
 
     assert Path(tagpipe.__file__).resolve().parent == ROOTS["tagpipe"]
     assert "pipeline" not in sys.modules
+
+
+def test_each_constant_is_defined_once():
+    """An UPPER_CASE module constant with the same name and value in two modules is a copy waiting to drift:
+    define it once (in a torch-free ``names`` module when the CLI needs it without heavy imports)."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for path in MODULES.values():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id.isupper():
+                        seen.setdefault((target.id, ast.unparse(node.value)), []).append(
+                            f"{path.relative_to(REPO)}:{node.lineno}")
+    copies = [f"{name} = {value} in {', '.join(places)}" for (name, value), places in seen.items()
+              if len(places) > 1 and name not in SEPARATE_BY_DESIGN]
+    assert not copies, "\n".join(copies)

@@ -173,16 +173,16 @@ def test_bad_options_are_user_errors(tiny, tmp_path):
         ImpactModel.from_pretrained(tmp_path)
 
 
-def test_cli_choices_equal_the_engine_tuples():
-    """pm_cli keeps copies of the engine's choices (importing the engine would load torch)."""
+def test_cli_choices_are_the_engine_tuples():
+    """The CLI offers the engine's own choices (one definition, in torch-free names modules)."""
     from tagpipe.plugins.perturbed_masking import cli as pm_cli
     from tagpipe.plugins.perturbed_masking import masking as perturbed_masking
     from tagpipe.plugins.perturbed_masking import protocol as pm_protocol
 
     for name in ("DISTANCES", "POOLINGS", "PRECISIONS"):
-        assert getattr(pm_cli, name) == getattr(perturbed_masking, name), name
+        assert getattr(pm_cli, name) is getattr(perturbed_masking, name), name
     for name in ("ALGORITHMS", "ORIENTATIONS", "ROOTS"):
-        assert getattr(pm_cli, name) == getattr(pm_protocol, name), name
+        assert getattr(pm_cli, name) is getattr(pm_protocol, name), name
 
 
 def test_orientation_and_root_choices():

@@ -82,8 +82,8 @@ def test_task_modules_name_their_components_extensions_right():
     import tagpipe.plugins.triples.spacy_component
     import tagpipe.plugins.triples.task
 
-    assert tagpipe.plugins.triples.task.EXTENSION == tagpipe.plugins.triples.spacy_component.EXTENSION
-    assert tagpipe.plugins.seq2seq.task.EXTENSION == tagpipe.plugins.seq2seq.spacy_component.EXTENSION
+    assert tagpipe.plugins.triples.task.EXTENSION is tagpipe.plugins.triples.spacy_component.EXTENSION
+    assert tagpipe.plugins.seq2seq.task.EXTENSION is tagpipe.plugins.seq2seq.spacy_component.EXTENSION
 
 
 def test_a_plugin_task_trains_evaluates_and_annotates(tmp_path):

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import click
-
-EXISTING_ENTS = ("overwrite", "merge", "keep")
+from tagpipe.names import EXISTING_ENTS
 
 
 @click.command()

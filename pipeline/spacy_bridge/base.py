@@ -26,7 +26,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 from tagpipe.errors import ModelError
 from tagpipe.model_folder import model_labels
-from tagpipe.names import CONFIG_FILE
+from tagpipe.names import CONFIG_FILE, PRECISIONS
 
 BYTES_VERSION = 1
 
@@ -101,7 +101,6 @@ class TaggerComponent(ModelComponent):
                  device: str = "cpu", precision: str = "fp32", encoder: str = "tagpipe.bilstm.v1",
                  decoder: str = "tagpipe.crf.v1", encoder_config: dict[str, Any] | None = None,
                  decoder_config: dict[str, Any] | None = None, lr: float = 2e-3, **options: Any) -> None:
-        from tagpipe.model import PRECISIONS
 
         if precision not in PRECISIONS:
             raise ModelError(f"{name}: precision must be one of {PRECISIONS}, not {precision!r}")

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from tagpipe.components import Encoder
 from tagpipe.errors import ModelError
-from tagpipe.plugins.encoders.subwords import POOLINGS, check_fast, encode_words, pool_words
+from tagpipe.plugins.encoders.names import POOLINGS
+from tagpipe.plugins.encoders.subwords import check_fast, encode_words, pool_words
 from torch import Tensor, nn
 
 ASSETS_DIR = "encoder"

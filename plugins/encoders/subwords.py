@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 from tagpipe.errors import ModelError, TagpipeError
+from tagpipe.plugins.encoders.names import POOLINGS
 from torch import Tensor
-
-POOLINGS = ("first", "mean", "max")
 
 
 class TokenizerError(ModelError):

@@ -14,14 +14,11 @@ from pathlib import Path
 
 import click
 from tagpipe.corpora.io import replacing
+from tagpipe.names import PRECISIONS
+from tagpipe.plugins.encoders.names import POOLINGS
+from tagpipe.plugins.perturbed_masking.names import ALGORITHMS, DISTANCES, ORIENTATIONS, ROOTS
 
 # kept equal to tagpipe.plugins.perturbed_masking.masking's and pm_protocol's tuples (importing them would load torch)
-ALGORITHMS = ("eisner", "cle")
-DISTANCES = ("euclidean", "cosine")
-POOLINGS = ("first", "mean", "max")
-ORIENTATIONS = ("paper", "transposed")
-ROOTS = ("cls", "matrix")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _model_options(func):

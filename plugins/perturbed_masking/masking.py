@@ -24,12 +24,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from tagpipe.errors import ModelError
-from tagpipe.plugins.encoders.subwords import POOLINGS, align_words, check_fast, pool_words
+from tagpipe.names import PRECISIONS
+from tagpipe.plugins.encoders.names import POOLINGS
+from tagpipe.plugins.encoders.subwords import align_words, check_fast, pool_words
+from tagpipe.plugins.perturbed_masking.names import DISTANCES
 from tagpipe.plugins.perturbed_masking.protocol import OptionError
 from torch import Tensor
 
-DISTANCES = ("euclidean", "cosine")
-PRECISIONS = ("fp32", "bf16", "fp16")
 NONE = -1  # "no word" in a copy's (a, b) pair
 
 
@@ -60,7 +61,8 @@ class ImpactModel:
     ``batch_tokens`` bounds one forward pass (copies x subwords); ``chunk_sentences``
     bounds how many sentences' copies are held at once. ``precision`` bf16/fp16 runs the
     encoder under autocast (distances are taken in float32): on a CPU with AVX512-BF16, bf16 is
-    about 2.5x faster, with matrices within about 1% of float32 (fp32, the default, is exact).
+    faster (docs/benchmarks.md), with matrices within about 1% of float32 (fp32, the default, is
+    exact).
     """
 
     def __init__(

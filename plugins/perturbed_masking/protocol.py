@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from tagpipe.errors import TagpipeError
+from tagpipe.plugins.perturbed_masking.names import ALGORITHMS, ORIENTATIONS, ROOTS
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 class OptionError(TagpipeError, ValueError):
     """An option outside its allowed values (a layer the model lacks, an unknown distance)."""
 
-ORIENTATIONS = ("paper", "transposed")
-ROOTS = ("cls", "matrix")
-ALGORITHMS = ("eisner", "cle")
 
 
 def arc_scores(

@@ -28,11 +28,13 @@ class _LazyImpact:
     """Shared by both components: the config, and the encoder loaded on first use."""
 
     def __init__(self, name: str, **cfg: Any) -> None:
-        from tagpipe.plugins.perturbed_masking import masking as pm
+        from tagpipe.names import PRECISIONS
+        from tagpipe.plugins.encoders.names import POOLINGS
+        from tagpipe.plugins.perturbed_masking import names
         from tagpipe.plugins.perturbed_masking import protocol as pm_protocol
 
-        allowed = {"distance": pm.DISTANCES, "pooling": pm.POOLINGS, "algorithm": pm_protocol.ALGORITHMS,
-                   "orientation": pm_protocol.ORIENTATIONS, "root": pm_protocol.ROOTS, "precision": pm.PRECISIONS}
+        allowed = {"distance": names.DISTANCES, "pooling": POOLINGS, "algorithm": names.ALGORITHMS,
+                   "orientation": names.ORIENTATIONS, "root": names.ROOTS, "precision": PRECISIONS}
         for key, values in allowed.items():
             if key in cfg and cfg[key] not in values:
                 raise pm_protocol.OptionError(f"{name}: unknown {key} {cfg[key]!r}; expected one of {values}")

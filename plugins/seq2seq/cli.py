@@ -11,9 +11,7 @@ from pathlib import Path
 
 import click
 from tagpipe.corpora.io import write_atomically
-
-# kept equal to tagpipe.plugins.seq2seq.generation.STRATEGIES (not imported: that would load torch)
-STRATEGIES = ("greedy", "beam", "sample")
+from tagpipe.plugins.seq2seq.names import STRATEGIES
 
 
 @click.command("generate")

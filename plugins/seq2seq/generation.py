@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
+from tagpipe.plugins.seq2seq.names import STRATEGIES
 from torch import Tensor
 
 if TYPE_CHECKING:
     from tagpipe.plugins.seq2seq.model import Seq2SeqModel
 
-STRATEGIES = ("greedy", "beam", "sample")
 
 
 class Stepper(Protocol):

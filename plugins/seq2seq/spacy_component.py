@@ -19,9 +19,9 @@ from typing import Any
 from spacy.language import Language
 from spacy.tokens import Doc
 from tagpipe.errors import ModelError
+from tagpipe.plugins.seq2seq.names import EXTENSION, STRATEGIES
 from tagpipe.spacy_bridge.base import ModelComponent
 
-EXTENSION = "tagpipe_generated"
 DECODING_CONFIG: dict[str, Any] = {
     "strategy": "greedy", "num_beams": 4, "length_penalty": 1.0, "top_k": 0, "top_p": 1.0,
     "temperature": 1.0, "seed": 0, "max_length": None,
@@ -45,7 +45,6 @@ class Seq2SeqComponent(ModelComponent):
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 16,
                  device: str = "cpu", **decoding: Any) -> None:
-        from tagpipe.plugins.seq2seq.generation import STRATEGIES
 
         if decoding.get("strategy", "greedy") not in STRATEGIES:
             raise ValueError(f"{name}: strategy must be one of {STRATEGIES}, not {decoding['strategy']!r}")

@@ -21,13 +21,13 @@ from typing import Any
 
 import click
 from tagpipe.errors import TagpipeError
+from tagpipe.plugins.seq2seq.names import EXTENSION
 from tagpipe.tasks import Options, Task, extension_value, set_threads, single_process
 
 #: the common ``train`` options this task takes (besides its own)
 COMMON = ("task", "train", "dev", "output", "format_", "pretrained", "epochs", "batch_size", "lr", "seed", "device",
           "threads", "quiet")
 TRAINING = ("epochs", "batch_size", "lr", "seed", "max_source_length", "max_target_length")  # train_seq2seq's
-EXTENSION = "tagpipe_generated"  # tagpipe.plugins.seq2seq.spacy_component.EXTENSION (not imported: spaCy)
 
 
 class Seq2SeqTask(Task):

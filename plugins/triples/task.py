@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 from tagpipe.errors import TagpipeError
+from tagpipe.plugins.triples.names import EXTENSION
 from tagpipe.plugins.triples.training import (
     HEAD_CHOICES,
     TriplesSettings,
@@ -33,7 +34,6 @@ COMMON = ("task", "train", "dev", "output", "format_", "pretrained", "epochs", "
           "seed", "device", "threads", "quiet")
 CONFIG_ONLY = ("weight_decay", "clip", "limit", "dev_limit")
 FORMAT = "webnlg"
-EXTENSION = "tagpipe_triples"  # tagpipe.plugins.triples.spacy_component.EXTENSION (not imported: spaCy)
 
 
 class TriplesTask(Task):
