@@ -1,6 +1,10 @@
 """docs/writing-plugins.md works: its shell and Python blocks run in order in a temporary folder,
 and the listings it quotes (```python file=PATH) are what ``tagpipe plugins new`` writes.
 
+The folder is not the repository and already holds a ``pipeline/`` saved by spaCy (the name of
+tagpipe's core folder, and of the tutorial's own ``nlp.to_disk("pipeline")``): the tutorial must work
+wherever a user runs it, with only the installed ``tagpipe`` on the path.
+
 ``pip`` is redirected to a temporary ``--target`` folder on ``PYTHONPATH`` (no network, no build
 isolation, no dependencies), so the tutorial's plugin never reaches the real environment.
 """
@@ -32,11 +36,22 @@ def test_the_tutorial_has_commands_and_listings():
     assert ("bash", False) in kinds and ("python", False) in kinds and ("python", True) in kinds
 
 
+def save_a_spacy_pipeline(folder: Path) -> None:
+    """What a user's earlier ``nlp.to_disk("pipeline")`` left in the working directory."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tagpipe_ner")
+    nlp.to_disk(folder)
+    assert (folder / "config.cfg").is_file()
+
+
 def test_every_tutorial_block_runs(tmp_path):
     if not any(Path(p, "tagpipe").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
         pytest.skip("the `tagpipe` console script is not installed (pip install -e .)")
+    save_a_spacy_pipeline(tmp_path / "pipeline")
     site = tmp_path / "site"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
     pip = (f'pip() {{ command python -m pip "$@" --quiet --no-deps --no-build-isolation --no-index '
            f'--target "{site}"; }}\n')
     ran = 0
@@ -58,6 +73,7 @@ def test_every_tutorial_block_runs(tmp_path):
     assert ran >= 6
     assert "greedy.argmax.v1" in (tmp_path / "model" / "config.json").read_text()
     assert (tmp_path / "pipeline" / "tagpipe_ner" / "window_vocab.json").is_file()
+    assert "greedy.window.v1" in (tmp_path / "pipeline" / "tagpipe_ner" / "config.json").read_text()  # replaced
 
 
 def test_plugins_new_refuses_a_bad_name_or_a_non_empty_folder(tmp_path):
