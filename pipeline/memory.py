@@ -3,9 +3,9 @@
 Why: glibc serves large allocations from ``mmap`` only below a threshold that it raises itself,
 up to 32 MB, each time such a block is freed. Once raised, a training step's activations and a
 batch's buffers come from the heap, which fragments and seldom shrinks: the process keeps every
-peak it ever reached and grows further when a later step's tensors do not fit the holes. We
-measured MiniLM training at batch 32 x 128 holding 2.8 GB of RSS for 0.8 GB of live tensors
-after 20 steps, which also hid most of what ``--grad-checkpointing`` saves.
+peak it ever reached and grows further when a later step's tensors do not fit the holes: MiniLM
+training held several times more RSS than its live tensors, which also hid most of what
+``--grad-checkpointing`` saves (docs/benchmarks.md, gradient checkpointing).
 
 Two remedies, for two access patterns:
 
@@ -14,9 +14,10 @@ Two remedies, for two access patterns:
   ``mmap`` of its own, unmapped when freed. Small objects (Python's) stay on the heap. The cost is
   a page fault per fresh page of a large tensor, a few per cent of a training step.
 - Annotating (:func:`trim_freed_memory`): batch after batch of the same shapes, where that cost is
-  not small: a packed LSTM allocates several buffers per time step, and the page faults took 2.2 of
-  a 12 s run. glibc keeps its own threshold, and after each batch ``malloc_trim`` hands the free
-  pages of the heap back at once, so peak RSS stays that of one batch however long the input.
+  not small: a packed LSTM allocates several buffers per time step, and the page faults took a
+  large share of the run (docs/benchmarks.md). glibc keeps its own threshold, and after each
+  batch ``malloc_trim`` hands the free pages of the heap back at once, so peak RSS stays that of
+  one batch however long the input.
 
 Not glibc (macOS, musl, Windows): nothing to do.
 """
