@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 from tagpipe.errors import CorpusError
-from tagpipe.plugins.encoders.bilstm import CASINGS, PAD, UNK, BiLSTMEncoder, casing
+from tagpipe.plugins.encoders.bilstm import BiLSTMEncoder
+from tagpipe.plugins.encoders.token_features import CASINGS, PAD, UNK, casing
 from tagpipe.plugins.encoders.vectors import read_word_vectors
 from torch import nn
 
@@ -109,7 +110,7 @@ def test_forward_shapes_with_an_empty_sentence(char_encoder, layers):
 
 
 def test_char_cnn_over_words_laid_end_to_end_equals_each_word_convolved_alone():
-    from tagpipe.plugins.encoders.bilstm import CharCNN
+    from tagpipe.plugins.encoders.token_features import CharCNN
 
     torch.manual_seed(0)
     cnn = CharCNN(20, 6, 5, dropout=0.0)

@@ -8,8 +8,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 from tagpipe.cli import cli
-from tagpipe.compare import grid as engine
-from tagpipe.compare.grid import parse_encoder, spread
+from tagpipe.compare import measuring
+from tagpipe.compare.grid import EncoderSpec, parse_encoder
+from tagpipe.compare.report import spread
 from tagpipe.errors import TagpipeError
 
 from tests.conftest import TINY_BILSTM, TINY_CONLL
@@ -19,7 +20,7 @@ CORPORA = ["--train", str(TINY_CONLL), "--dev", str(TINY_CONLL), "--test", str(T
 
 @pytest.fixture(autouse=True)
 def one_decoding_pass(monkeypatch):
-    monkeypatch.setattr(engine, "MIN_DECODE_SECONDS", 0.0)  # speed is not under test: decode the test set once
+    monkeypatch.setattr(measuring, "MIN_DECODE_SECONDS", 0.0)  # speed is not under test: decode the test set once
 
 
 def invoke(*args: str):
@@ -116,10 +117,10 @@ def test_unknown_names_and_bad_specs_are_one_line(tmp_path):
 
 
 def test_encoder_specs_and_spread():
-    assert parse_encoder("bilstm") == engine.EncoderSpec("bilstm", "tagpipe.bilstm.v1", None)
-    assert parse_encoder("bert:/m/a=b") == engine.EncoderSpec("bert", "tagpipe.bert.v1", "/m/a=b")
-    assert parse_encoder("minilm=bert:/m/mini") == engine.EncoderSpec("minilm", "tagpipe.bert.v1", "/m/mini")
-    assert parse_encoder("x=myplugin.enc.v2") == engine.EncoderSpec("x", "myplugin.enc.v2", None)
+    assert parse_encoder("bilstm") == EncoderSpec("bilstm", "tagpipe.bilstm.v1", None)
+    assert parse_encoder("bert:/m/a=b") == EncoderSpec("bert", "tagpipe.bert.v1", "/m/a=b")
+    assert parse_encoder("minilm=bert:/m/mini") == EncoderSpec("minilm", "tagpipe.bert.v1", "/m/mini")
+    assert parse_encoder("x=myplugin.enc.v2") == EncoderSpec("x", "myplugin.enc.v2", None)
     with pytest.raises(TagpipeError, match="LABEL"):
         parse_encoder("a/b=bert:/m")
     assert spread([0.9]) == {"mean": 0.9, "std": None, "min": 0.9, "max": 0.9}

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 from tagpipe.corpora.schemes import allowed_transitions, is_valid
-from tagpipe.plugins.decoders import viterbi
+from tagpipe.plugins.decoders import chain, forward_backward, viterbi
 from tagpipe.plugins.decoders.crf import CRF, CRFDecoder
 
 IOB2 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -112,7 +112,7 @@ def test_methods_agree_on_long_sequences(method):
     assert torch.equal(paths, ref)
     finite = trans.clamp_min(-1e4)
     other = "scan" if method == "loop" else "loop"
-    for fn in (viterbi.log_partition, viterbi.marginals):
+    for fn in (forward_backward.log_partition, forward_backward.marginals):
         torch.testing.assert_close(
             fn(emissions, mask, finite, start, end, method), fn(emissions, mask, finite, start, end, other)
         )
@@ -178,7 +178,7 @@ def test_meet_with_ties_gives_a_valid_optimal_path(labels, scheme):
     paths = viterbi.viterbi_decode(emissions, mask, trans, start, end, "meet")
     loop = viterbi.viterbi_decode(emissions, mask, trans, start, end, "loop")
     tags = (paths.clamp(min=0), loop.clamp(min=0))
-    ours, best = (viterbi.sequence_score(emissions, t, mask, trans, start, end) for t in tags)
+    ours, best = (chain.sequence_score(emissions, t, mask, trans, start, end) for t in tags)
     torch.testing.assert_close(ours, best, rtol=0, atol=1e-5)
     for row in paths:
         assert is_valid([labels[i] for i in row[row >= 0]], scheme)
@@ -186,12 +186,12 @@ def test_meet_with_ties_gives_a_valid_optimal_path(labels, scheme):
 
 def test_auto_meets_in_the_middle_for_long_batches():
     emissions = torch.zeros(32, 40, 17)
-    assert viterbi._choose("auto", emissions, decoding=True) == "meet"
-    assert viterbi._choose("auto", emissions, decoding=True, per_step=True) == "loop"
-    assert viterbi._choose("auto", emissions[:, :8], decoding=True) == "loop"
+    assert chain.choose_method("auto", emissions, decoding=True) == "meet"
+    assert chain.choose_method("auto", emissions, decoding=True, per_step=True) == "loop"
+    assert chain.choose_method("auto", emissions[:, :8], decoding=True) == "loop"
     mask, zeros = torch.ones(32, 40, dtype=torch.bool), torch.zeros(17)
     with pytest.raises(ValueError, match="'meet' is for Viterbi decoding only"):
-        viterbi.log_partition(emissions, mask, torch.zeros(17, 17), zeros, zeros, "meet")
+        forward_backward.log_partition(emissions, mask, torch.zeros(17, 17), zeros, zeros, "meet")
 
 
 def test_marginals_under_inference_mode():
@@ -211,13 +211,14 @@ def test_marginals_scaled_recursion_is_exact_and_survives_extreme_scores():
     mask = torch.arange(30)[None] < lengths[:, None]
     trans, start, end = torch.randn(9, 9) * 3, torch.randn(9), torch.randn(9)
     trans[0, 3] = trans[4, 1] = float("-inf")
-    exact = viterbi._log_forward_backward(emissions.double(), mask, trans.double(), start.double(), end.double())
-    torch.testing.assert_close(viterbi.marginals(emissions, mask, trans, start, end, "loop").double(), exact,
+    exact = forward_backward._log_forward_backward(emissions.double(), mask, trans.double(), start.double(),
+                                                   end.double())
+    torch.testing.assert_close(forward_backward.marginals(emissions, mask, trans, start, end, "loop").double(), exact,
                                atol=2e-6, rtol=0)
     huge = emissions * 400
-    probs = viterbi.marginals(huge, mask, trans, start, end, "loop")
-    assert not torch.isfinite(viterbi._scaled_forward_backward(huge, mask, trans, start, end)).all()
-    torch.testing.assert_close(probs, viterbi._log_forward_backward(huge, mask, trans, start, end))
+    probs = forward_backward.marginals(huge, mask, trans, start, end, "loop")
+    assert not torch.isfinite(forward_backward._scaled_forward_backward(huge, mask, trans, start, end)).all()
+    torch.testing.assert_close(probs, forward_backward._log_forward_backward(huge, mask, trans, start, end))
 
 
 def torchcrf_like_decode(emissions, mask, trans, start, end):

@@ -1,6 +1,6 @@
 """``tagpipe compare``: train encoders x decoders x seeds on one corpus; a table of test F1 and speed.
 
-The engine is ``tagpipe.compare.grid``. The training options are ``tagpipe train``'s own (the same
+The engine is ``tagpipe.compare.run``. The training options are ``tagpipe train``'s own (the same
 click options, so defaults and help stay in step); ``--config FILE`` supplies defaults that flags
 override, as for ``train``.
 """
@@ -69,7 +69,9 @@ def compare(ctx: click.Context, test: str, encoders: tuple[str, ...], decoders: 
     """
     from pathlib import Path
 
-    from tagpipe.compare.grid import Grid, markdown, parse_encoder, run_compare
+    from tagpipe.compare.grid import Grid, parse_encoder
+    from tagpipe.compare.report import markdown
+    from tagpipe.compare.run import run_compare
     from tagpipe.data import parse_column
 
     config_path, config = ctx.meta.get(CONFIG, (None, {}))

@@ -1,9 +1,11 @@
 """A linear-chain conditional random field, and the decoder that puts it on top of an encoder.
 
 :class:`CRF` holds only parameters (transition, start and end scores) and the optional
-constraints; the algorithms are in :mod:`tagpipe.plugins.decoders.viterbi`. Forbidden transitions score
-:data:`FORBIDDEN` in training (a finite constant, so gradients stay finite) and ``-inf`` in
-decoding, so an invalid sequence is never output, even right after random initialisation.
+constraints; the algorithms are in :mod:`~tagpipe.plugins.decoders.viterbi`,
+:mod:`~tagpipe.plugins.decoders.forward_backward` and :mod:`~tagpipe.plugins.decoders.chain`.
+Forbidden transitions score :data:`FORBIDDEN` in training (a finite constant, so gradients stay
+finite) and ``-inf`` in decoding, so an invalid sequence is never output, even right after random
+initialisation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import torch
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
-from tagpipe.plugins.decoders import viterbi
+from tagpipe.plugins.decoders import chain, forward_backward, viterbi
 from torch import Tensor, nn
 
 #: score of a forbidden transition during training: its paths weigh exp(-1e4) = 0 in log Z
@@ -36,7 +38,7 @@ class CRF(nn.Module):
         self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
         self.start_transitions = nn.Parameter(torch.empty(num_tags))
         self.end_transitions = nn.Parameter(torch.empty(num_tags))
-        allowed, start, end = viterbi.constraint_masks(constraints, num_tags)
+        allowed, start, end = chain.constraint_masks(constraints, num_tags)
         # not learnable and not saved: they are rebuilt from the constraints
         self.register_buffer("allowed_transitions", allowed, persistent=False)
         self.register_buffer("allowed_start", start, persistent=False)
@@ -77,8 +79,8 @@ class CRF(nn.Module):
         """Negative log-likelihood of ``tags`` per sequence, ``[B]``."""
         mask = self._check(emissions, mask)
         transitions, start, end = self.scores(hard=False)
-        log_z = viterbi.log_partition(emissions, mask, transitions, start, end)
-        return log_z - viterbi.sequence_score(emissions, tags, mask, transitions, start, end)
+        log_z = forward_backward.log_partition(emissions, mask, transitions, start, end)
+        return log_z - chain.sequence_score(emissions, tags, mask, transitions, start, end)
 
     def decode(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """Best tag sequences ``[B, T]`` long, ``-1`` at padding; valid under the constraints."""
@@ -88,7 +90,7 @@ class CRF(nn.Module):
     def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """Per-token tag probabilities ``[B, T, C]`` (0 at padding)."""
         mask = self._check(emissions, mask)
-        return viterbi.marginals(emissions, mask, *self.scores(hard=False))
+        return forward_backward.marginals(emissions, mask, *self.scores(hard=False))
 
 
 class CRFDecoder(Decoder):

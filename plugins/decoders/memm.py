@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
-from tagpipe.plugins.decoders import viterbi
+from tagpipe.plugins.decoders import chain, forward_backward, viterbi
 from tagpipe.plugins.decoders.crf import FORBIDDEN
 from torch import Tensor, nn
 
@@ -93,7 +93,7 @@ class MEMMDecoder(Decoder):
             _positive_int("rank", rank)
         super().__init__(input_dim, num_tags, constraints)
         self.rank = rank
-        allowed, start, end = viterbi.constraint_masks(constraints, num_tags)
+        allowed, start, end = chain.constraint_masks(constraints, num_tags)
         self.forward_model = LocalModel(input_dim, num_tags, allowed, start, rank)
         if self.directions == 2:
             self.backward_model = LocalModel(input_dim, num_tags, allowed.T.contiguous(), end, rank)
@@ -105,7 +105,7 @@ class MEMMDecoder(Decoder):
         return {"rank": self.rank}
 
     def _potentials(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Chain scores for :mod:`tagpipe.plugins.decoders.viterbi`: unary ``[B, T, C]`` and per-step transitions
+        """Chain scores for :mod:`tagpipe.plugins.decoders.chain`: unary ``[B, T, C]`` and per-step transitions
         ``[B, T, C, C]`` (entry ``t`` scores ``y_{t-1} -> y_t``), sums of local log-probabilities."""
         first, pair = self.forward_model(features)
         # shape: (batch, seq, tags): the forward model's p(y_0) at position 0
@@ -124,7 +124,7 @@ class MEMMDecoder(Decoder):
         self._check(features, mask)
         unary, trans = self._potentials(features, mask)
         zero = unary.new_zeros(self.num_tags)
-        return -viterbi.sequence_score(unary, tags, mask, trans, zero, zero)
+        return -chain.sequence_score(unary, tags, mask, trans, zero, zero)
 
     def decode(self, features: Tensor, mask: Tensor) -> Tensor:
         self._check(features, mask)
@@ -140,7 +140,7 @@ class MEMMDecoder(Decoder):
         self._check(features, mask)
         unary, trans = self._potentials(features, mask)
         start, end = _penalty(self.start_ok, FORBIDDEN), _penalty(self.end_ok, FORBIDDEN)
-        return viterbi.marginals(unary, mask, trans, start.to(unary), end.to(unary))
+        return forward_backward.marginals(unary, mask, trans, start.to(unary), end.to(unary))
 
 
 class BiMEMMDecoder(MEMMDecoder):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
-from tagpipe.plugins.decoders import viterbi
+from tagpipe.plugins.decoders import chain, viterbi
 from torch import Tensor, nn
 
 
@@ -29,7 +29,7 @@ class SoftmaxDecoder(Decoder):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         super().__init__(input_dim, num_tags, constraints)
         self.projection = nn.Linear(input_dim, num_tags)
-        allowed, start, end = viterbi.constraint_masks(constraints, num_tags)
+        allowed, start, end = chain.constraint_masks(constraints, num_tags)
         self.constrained = constraints is not None
         # shape: (tags, tags), (tags,), (tags,): 0 where allowed, -inf where forbidden
         for name, ok in (("transition_penalty", allowed), ("start_penalty", start), ("end_penalty", end)):

@@ -27,7 +27,7 @@ import torch
 from tagpipe.components import Encoder
 from tagpipe.errors import ModelError
 from tagpipe.plugins.encoders.names import POOLINGS
-from tagpipe.plugins.encoders.subwords import check_fast, encode_words, pool_words
+from tagpipe.plugins.encoders.subwords import check_fast, encode_words, pad_rows, pool_words
 from torch import Tensor, nn
 
 ASSETS_DIR = "encoder"
@@ -97,11 +97,7 @@ class BertEncoder(Encoder):
         cfg = BertEncoderConfig.from_dict(config)
         path = check_pretrained_folder(cfg.pretrained)
         tokenizer = load_tokenizer(path)
-        with quiet_transformers():
-            try:
-                model = AutoModel.from_pretrained(path, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ModelError(f"{path}: cannot load the model weights: {exc}") from None
+        model = load_pretrained(AutoModel, path, "the model weights")
         cfg.pretrained = None  # the tagger is self-contained: never refer back to the folder
         return cls(cfg, model, tokenizer)
 
@@ -166,14 +162,7 @@ class BertEncoder(Encoder):
                 slot = torch.where(choice[words] == j, b * width + words, -1).tolist()
                 rows.append(self._prefix + pieces[start:stop] + self._suffix)
                 slots.append([-1] * len(self._prefix) + slot + [-1] * len(self._suffix))
-        seq = max((len(r) for r in rows), default=0)
-        input_ids = torch.full((len(rows), seq), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), seq), dtype=torch.long)
-        word_slot = torch.full((len(rows), seq), -1, dtype=torch.long)
-        for n, (row, slot) in enumerate(zip(rows, slots, strict=True)):
-            input_ids[n, : len(row)] = torch.tensor(row)
-            mask[n, : len(row)] = 1
-            word_slot[n, : len(slot)] = torch.tensor(slot)
+        input_ids, mask, word_slot = pad_rows(rows, slots, self._pad)
         lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": mask, "word_slot": word_slot, "lengths": lengths}
 
@@ -273,6 +262,15 @@ def load_tokenizer(folder: Path) -> Any:
             raise ModelError(f"{folder}: cannot load a fast tokenizer: {exc}") from None
     check_fast(tokenizer)
     return tokenizer
+
+
+def load_pretrained(model_class: Any, folder: Path, what: str) -> Any:
+    """``model_class.from_pretrained(folder)`` from local files only, a load failure as one ``ModelError``."""
+    with quiet_transformers():
+        try:
+            return model_class.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{folder}: cannot load {what}: {exc}") from None
 
 
 @contextmanager

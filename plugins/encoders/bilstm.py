@@ -18,13 +18,24 @@ from typing import Any
 
 import torch
 from tagpipe.components import Encoder, lengths_to_mask
+from tagpipe.plugins.encoders.context_bilstm import ContextBiLSTM, init_lstm, locked_dropout
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm, run_bilstm_rows, uses_step_loop
+from tagpipe.plugins.encoders.token_features import (
+    BOW,
+    CASINGS,
+    EOW,
+    UNK,
+    CharCNN,
+    CharLSTM,
+    casing,
+    char_form,
+    embedding,
+    normalizer,
+    token_bigrams,
+    unk_probabilities,
+)
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
-PAD, UNK, BOW, EOW = 0, 1, 2, 3  # BOW/EOW: char-only markers, so the CNN sees word edges
-CASINGS = ("<pad>", "lower", "upper", "title", "numeric", "has_digit", "mixed", "no_letters")
-_DIGITS = str.maketrans("123456789", "000000000")
 _CACHE_LIMIT = 500_000  # token strings whose ids featurize remembers
 
 
@@ -74,102 +85,6 @@ class BiLSTMConfig:
         return cfg
 
 
-def casing(token: str) -> int:
-    """Index into :data:`CASINGS` describing how ``token`` is written."""
-    if token.isdigit():
-        return 4
-    has_digit = any(c.isdigit() for c in token)
-    if token.islower():
-        return 5 if has_digit else 1
-    if token.isupper():
-        return 5 if has_digit else 2
-    if token.istitle() and not has_digit:
-        return 3
-    if has_digit:
-        return 5
-    return 6 if any(c.isalpha() for c in token) else 7
-
-
-class CharCNN(nn.Module):
-    """Max-pooled width-3 convolution over characters: ``[N, L]`` ids -> ``[N, filters]``."""
-
-    def __init__(self, num_chars: int, char_dim: int, filters: int, dropout: float) -> None:
-        super().__init__()
-        self.embed = _embedding(num_chars, char_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.conv = nn.Conv1d(char_dim, filters, kernel_size=3, padding=1)
-        self.output_dim = filters
-
-    def forward(self, chars: Tensor) -> Tensor:
-        """The words' characters laid end to end, one PAD between words, and one convolution over
-        them all: no position is computed for padding (a batch's longest word sets ``L``, and most
-        words are a third of it). The PAD gap gives each word's edge windows the zero input that
-        per-word padding would, so the result equals convolving each word on its own."""
-        if len(chars) == 0:
-            return self.conv.weight.new_zeros(0, self.output_dim)
-        real = chars != PAD  # shape: [N, L]; left-aligned, >= 2 per word (BOW/EOW)
-        count = real.sum(1)  # shape: [N]
-        span = count + 1  # the word, then one PAD
-        start = torch.cumsum(span, 0) - span  # shape: [N]
-        where = (start[:, None] + torch.arange(chars.shape[1], device=chars.device))[real]  # shape: [C]
-        flat = chars.new_zeros(int(span.sum()))  # shape: [C + N]
-        flat[where] = chars[real]
-        x = self.dropout(self.embed(flat)).t().unsqueeze(0)  # shape: [1, char_dim, C + N]
-        h = self.conv(x)[0].t()[where]  # shape: [C, filters], the real characters' windows
-        word = torch.repeat_interleave(torch.arange(len(chars), device=chars.device), count)  # shape: [C]
-        out = h.new_empty(len(chars), h.shape[1])
-        return out.scatter_reduce(0, word[:, None].expand_as(h), h, "amax", include_self=False)  # shape: [N, filters]
-
-
-class CharLSTM(nn.Module):
-    """Final states of a BiLSTM over characters: ``[N, L]`` ids -> ``[N, 2 * units]``."""
-
-    def __init__(self, num_chars: int, char_dim: int, units: int, dropout: float) -> None:
-        super().__init__()
-        self.embed = _embedding(num_chars, char_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(char_dim, units, batch_first=True, bidirectional=True)
-        self.output_dim = 2 * units
-
-    def forward(self, chars: Tensor) -> Tensor:
-        lengths = (chars != PAD).sum(1).clamp(min=1).cpu()  # shape: [N]
-        x = self.dropout(self.embed(chars))  # shape: [N, L, char_dim]
-        _, (h, _) = self.lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
-        return torch.cat([h[0], h[1]], dim=1)  # shape: [N, 2 * units]
-
-
-def _embedding(rows: int, dim: int) -> nn.Embedding:
-    """Rows uniform in +-sqrt(3 / dim) (Ma & Hovy 2016): small, same scale whatever ``dim``."""
-    embed = nn.Embedding(rows, dim, padding_idx=PAD)
-    bound = (3.0 / dim) ** 0.5
-    with torch.no_grad():
-        embed.weight.uniform_(-bound, bound)
-        embed.weight[PAD].zero_()
-    return embed
-
-
-def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Dropout of ``[B, T, D]`` with one mask per sentence, shared by all its tokens."""
-    if not training or p == 0.0:
-        return x
-    mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)  # shape: [B, 1, D]
-    return x * mask
-
-
-def _init_lstm(lstm: nn.LSTM) -> None:
-    """Xavier inputs, orthogonal recurrence, forget-gate bias 1 (remember by default)."""
-    for name, param in lstm.named_parameters():
-        if name.startswith("weight_ih"):
-            nn.init.xavier_uniform_(param)
-        elif name.startswith("weight_hh"):
-            for block in param.data.chunk(4, dim=0):
-                nn.init.orthogonal_(block)
-        elif name.startswith("bias"):
-            nn.init.zeros_(param)
-            if name.startswith("bias_ih"):  # PyTorch gate order: input, forget, cell, output
-                param.data[lstm.hidden_size : 2 * lstm.hidden_size] = 1.0
-
-
 class BiLSTMEncoder(Encoder):
     """Word + char + casing embeddings -> dropout -> BiLSTM -> dropout: ``[B, T, 2 * hidden]``."""
 
@@ -191,17 +106,17 @@ class BiLSTMEncoder(Encoder):
         self.bigram_index = {b: i for i, b in enumerate(self.bigrams) if i > UNK}
         self.char_index = {c: i for i, c in enumerate(chars)}
         self._cache: dict[str, tuple[int, int, list[int]]] = {}
-        self._norm = _normalizer(cfg)
+        self._norm = normalizer(cfg.lowercase, cfg.normalize_digits)
         word_dim = cfg.word_dim or 100
 
-        self.word_embed = _embedding(len(words), word_dim)
+        self.word_embed = embedding(len(words), word_dim)
         if vectors is not None:
             with torch.no_grad():
                 self.word_embed.weight[2 : 2 + len(vectors)] = vectors
         char_cls = CharCNN if cfg.char_encoder == "cnn" else CharLSTM
         self.char_encoder = char_cls(len(chars), cfg.char_dim, cfg.char_hidden, cfg.dropout)
-        self.casing_embed = _embedding(len(CASINGS), cfg.casing_dim)
-        self.bigram_embed = _embedding(len(self.bigrams), cfg.bigram_dim) if cfg.bigram_dim else None
+        self.casing_embed = embedding(len(CASINGS), cfg.casing_dim)
+        self.bigram_embed = embedding(len(self.bigrams), cfg.bigram_dim) if cfg.bigram_dim else None
         input_dim = word_dim + self.char_encoder.output_dim + cfg.casing_dim + cfg.bigram_dim
         self.lstm = nn.LSTM(
             input_dim,
@@ -211,11 +126,12 @@ class BiLSTMEncoder(Encoder):
             bidirectional=True,
             dropout=cfg.dropout if cfg.layers > 1 else 0.0,
         )
-        _init_lstm(self.lstm)
+        init_lstm(self.lstm)
         self.output_dim = 2 * cfg.hidden
         # P(replace by UNK) per word id; derived from counts, so not saved with the weights.
-        self.register_buffer("unk_prob", _unk_prob(counts, cfg.word_dropout), persistent=False)
-        self.register_buffer("bigram_unk_prob", _unk_prob(self.bigram_counts, cfg.word_dropout), persistent=False)
+        self.register_buffer("unk_prob", unk_probabilities(counts, cfg.word_dropout), persistent=False)
+        bigram_unk = unk_probabilities(self.bigram_counts, cfg.word_dropout)
+        self.register_buffer("bigram_unk_prob", bigram_unk, persistent=False)
 
     # -- building and saving -------------------------------------------------------------
 
@@ -227,13 +143,13 @@ class BiLSTMEncoder(Encoder):
         words with ``count >= min_count`` not already present (most frequent first).
         """
         cfg = BiLSTMConfig.from_dict(config)
-        norm = _normalizer(cfg)
+        norm = normalizer(cfg.lowercase, cfg.normalize_digits)
         word_counts: Counter[str] = Counter()
         char_counts: Counter[str] = Counter()
         for sentence in sentences:
             word_counts.update(norm(t) for t in sentence)
             for token in sentence:
-                char_counts.update(_char_form(token, cfg))
+                char_counts.update(char_form(token, cfg.normalize_digits))
         train_words = [w for w, c in word_counts.most_common() if c >= cfg.min_count]
         vectors = None
         words = ["<pad>", "<unk>"]
@@ -256,7 +172,7 @@ class BiLSTMEncoder(Encoder):
         chars = ["<pad>", "<unk>", "<bow>", "<eow>"] + [c for c, _ in char_counts.most_common()]
         bigrams, bigram_counts = ["<pad>", "<unk>"], [0, 0]
         if cfg.bigram_dim:
-            counted = Counter(b for sentence in sentences for b in _bigrams([norm(t) for t in sentence]))
+            counted = Counter(b for sentence in sentences for b in token_bigrams([norm(t) for t in sentence]))
             kept = [(b, c) for b, c in counted.most_common() if c >= cfg.bigram_min_count]
             bigrams += [b for b, _ in kept]
             bigram_counts += [c for _, c in kept]
@@ -265,8 +181,6 @@ class BiLSTMEncoder(Encoder):
     @classmethod
     def from_input(cls, input_dim: int, **config: Any) -> Encoder:
         """As a later stage of ``tagpipe.stack.v1``: a BiLSTM over the previous stage's features."""
-        from tagpipe.plugins.encoders.stack import ContextBiLSTM
-
         return ContextBiLSTM.from_input(input_dim, **config)
 
     @classmethod
@@ -293,7 +207,7 @@ class BiLSTMEncoder(Encoder):
         if hit is None:
             cfg = self.cfg
             word = self.word_index.get(self._norm(token), UNK)
-            chars = [self.char_index.get(c, UNK) for c in _char_form(token, cfg)]
+            chars = [self.char_index.get(c, UNK) for c in char_form(token, cfg.normalize_digits)]
             if len(chars) > cfg.max_word_len:  # keep both ends: prefixes and suffixes carry the signal
                 head = cfg.max_word_len // 2
                 chars = chars[:head] + chars[len(chars) - (cfg.max_word_len - head) :]
@@ -357,7 +271,7 @@ class BiLSTMEncoder(Encoder):
         ids = torch.zeros(len(sentences), seq, dtype=torch.long)
         index = self.bigram_index
         for b, sentence in enumerate(sentences):
-            row = [index.get(g, UNK) for g in _bigrams([self._norm(t) for t in sentence])]
+            row = [index.get(g, UNK) for g in token_bigrams([self._norm(t) for t in sentence])]
             ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
         return ids
 
@@ -416,32 +330,3 @@ class BiLSTMEncoder(Encoder):
             return locked_dropout(x, self.cfg.dropout, self.training)
         return nn.functional.dropout(x, self.cfg.dropout, self.training)
 
-
-def _unk_prob(counts: Sequence[int], alpha: float) -> Tensor | None:
-    """P(replace an id by UNK) in training, ``alpha / (alpha + count)``; None when ``alpha`` is 0."""
-    if not alpha:
-        return None
-    prob = torch.tensor([alpha / (alpha + c) if c > 0 else 0.0 for c in counts])
-    prob[:2] = 0.0  # PAD and UNK themselves
-    return prob
-
-
-def _bigrams(keys: Sequence[str]) -> list[str]:
-    """Each token's lookup key joined to its right neighbour's (``</s>`` after the last)."""
-    return [f"{a}\t{b}" for a, b in zip(keys, [*keys[1:], "</s>"], strict=True)]
-
-
-def _normalizer(cfg: BiLSTMConfig):
-    """The word-lookup key of a token: lowercased and digits zeroed, as configured."""
-    lower, digits = cfg.lowercase, cfg.normalize_digits
-
-    def norm(token: str) -> str:
-        token = token.lower() if lower else token
-        return token.translate(_DIGITS) if digits else token
-
-    return norm
-
-
-def _char_form(token: str, cfg: BiLSTMConfig) -> str:
-    """The characters the char encoder sees: original case, digits zeroed when configured."""
-    return token.translate(_DIGITS) if cfg.normalize_digits else token

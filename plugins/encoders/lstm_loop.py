@@ -22,9 +22,9 @@ def run_bilstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     """``lstm`` (bidirectional, batch-first) over ``x`` ``[B, T, D]`` whose rows have ``lengths``:
     ``[B, T, 2H]``, zeros past each row's length.
 
-    CPU inference (fp32, or bf16 autocast) takes :func:`run_bilstm_rows`. On the CoNLL-2003 train
-    text in fp32 it is 1.1x faster than packed sequences with a row per token, 1.55x with distinct
-    rows (``BiLSTMEncoder`` passes those), with the same outputs within 1e-6. Everything else
+    CPU inference (fp32, or bf16 autocast) takes :func:`run_bilstm_rows`: faster than packed
+    sequences with a row per token, more so with distinct rows (``BiLSTMEncoder`` passes those;
+    docs/benchmarks.md has the figures), with the same outputs within 1e-6. Everything else
     (training, GPUs, fp16) runs one packed sequence.
     """
     if uses_step_loop(lstm, x):

@@ -14,14 +14,11 @@ Stage ``i`` keeps its assets in ``stage{i}/`` of the model folder.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from tagpipe.components import Encoder, lengths_to_mask
-from tagpipe.plugins.encoders.bilstm import _init_lstm, locked_dropout
-from tagpipe.plugins.encoders.lstm_loop import run_bilstm
 from torch import Tensor, nn
 
 
@@ -103,45 +100,3 @@ class StackEncoder(Encoder):
             x = stage.forward_features(x, mask)
         return x
 
-
-@dataclass
-class ContextBiLSTMConfig:
-    """A BiLSTM over another encoder's features (``tagpipe.bilstm.v1`` as a later stack stage)."""
-
-    hidden: int = 200  # units per direction; output_dim = 2 * hidden
-    layers: int = 1
-    dropout: float = 0.25  # locked (one mask per sentence), on the output and between layers
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> ContextBiLSTMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"a bilstm stack stage takes {sorted(known)}, not {unknown}")
-        cfg = cls(**config)
-        if cfg.hidden < 1 or cfg.layers < 1 or not 0.0 <= cfg.dropout < 1.0:
-            raise ValueError(f"bad bilstm stage config {asdict(cfg)}")
-        return cfg
-
-
-class ContextBiLSTM(Encoder):
-    """``[B, T, input_dim]`` features -> BiLSTM -> locked dropout -> ``[B, T, 2 * hidden]``."""
-
-    def __init__(self, input_dim: int, cfg: ContextBiLSTMConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.lstm = nn.LSTM(input_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True, bidirectional=True,
-                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        _init_lstm(self.lstm)
-        self.output_dim = 2 * cfg.hidden
-
-    @classmethod
-    def from_input(cls, input_dim: int, **config: Any) -> ContextBiLSTM:
-        return cls(input_dim, ContextBiLSTMConfig.from_dict(config))
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
-
-    def forward_features(self, inputs: Tensor, mask: Tensor) -> Tensor:
-        out = run_bilstm(self.lstm, inputs.float(), mask.sum(1))  # shape: [B, T, 2H]
-        return locked_dropout(out, self.cfg.dropout, self.training)

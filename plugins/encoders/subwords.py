@@ -87,16 +87,22 @@ def align_words(
         rows.append(list(enc["input_ids"]))
         words_of.append([-1 if i is None else i for i in ids])
         offsets.append([tuple(o) for o in enc["offset_mapping"]])
-    width = max((len(r) for r in rows), default=0)
-    pad = tokenizer.pad_token_id or 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    word_index = torch.full((len(rows), width), -1, dtype=torch.long)
-    for b, (r, w) in enumerate(zip(rows, words_of, strict=True)):
-        input_ids[b, : len(r)] = torch.tensor(r)
-        mask[b, : len(r)] = 1
-        word_index[b, : len(w)] = torch.tensor(w)
+    input_ids, mask, word_index = pad_rows(rows, words_of, tokenizer.pad_token_id or 0)
     return Alignment(input_ids, mask, word_index, [len(s) for s in sentences], offsets)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], words: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Subword rows padded into ``input_ids`` and ``attention_mask`` ``[rows, width]``, with each subword's
+    word (or slot) index beside them (-1 for specials and padding)."""
+    width = max((len(r) for r in rows), default=0)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)  # shape: [rows, width]
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # shape: [rows, width]
+    word_index = torch.full((len(rows), width), -1, dtype=torch.long)  # shape: [rows, width]
+    for b, (row, word) in enumerate(zip(rows, words, strict=True)):
+        input_ids[b, : len(row)] = torch.tensor(row)
+        mask[b, : len(row)] = 1
+        word_index[b, : len(word)] = torch.tensor(word)
+    return input_ids, mask, word_index
 
 
 def encode_words(tokenizer: Any, sentence: Sequence[str], *, special_tokens: bool = True,
