@@ -35,7 +35,7 @@ from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import ModelError, TagpipeError
 from tagpipe.model_folder import read_model_config
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
-from tagpipe.plugins.encoders.bert import check_pretrained_folder, load_tokenizer, quiet_transformers
+from tagpipe.plugins.encoders.bert import check_pretrained_folder, load_pretrained, load_tokenizer, quiet_transformers
 from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
 from torch import Tensor, nn
 
@@ -88,11 +88,7 @@ class Seq2SeqModel(nn.Module):
 
         folder = check_pretrained_folder(str(path))
         tokenizer = load_tokenizer(folder)
-        with quiet_transformers():
-            try:
-                mlm = BertForMaskedLM.from_pretrained(folder, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ModelError(f"{folder}: cannot load a BERT masked LM: {exc}") from None
+        mlm = load_pretrained(BertForMaskedLM, folder, "a BERT masked LM")
         if mlm.get_output_embeddings().weight is not mlm.get_input_embeddings().weight:
             mlm.tie_weights()
         return cls(mlm, tokenizer, Seq2SeqConfig.from_dict(config))
