@@ -61,10 +61,11 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     sys.path.insert(0, str(REPO))
+    from transformers import AutoTokenizer
+
     from tagpipe.corpora.schemes import convert
     from tagpipe.memory import peak_rss_mib, return_freed_memory
     from tagpipe.model import Tagger, span_labels
-    from transformers import AutoTokenizer
 
     if args.device == "cpu" and args.allocator == "tagpipe":
         return_freed_memory()

@@ -86,10 +86,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
 
-    from tagpipe.corpora.conll import read_conll
-    from tagpipe.model import Tagger
     from transformers import pipeline as hf_pipeline
     from transformers.utils import logging as hf_logging
+
+    from tagpipe.corpora.conll import read_conll
+    from tagpipe.model import Tagger
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)

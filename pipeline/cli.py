@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import click
+
 from tagpipe.errors import TagpipeError
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from tagpipe.corpora.base import CorpusFormat
 from tagpipe.corpora.schemes import Constraints
-from torch import Tensor, nn
 
 __all__ = ["CorpusFormat", "Decoder", "Encoder", "lengths_to_mask"]
 

@@ -26,6 +26,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
+
     from tagpipe.registry import Register
 
 PROJECT = "tagpipe"

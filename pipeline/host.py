@@ -30,6 +30,7 @@ from types import ModuleType
 
 import pluggy
 from pluggy import HookImpl
+
 from tagpipe import hookspecs
 from tagpipe.registry import Register, Registry
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from tagpipe.components import Decoder, Encoder, lengths_to_mask
 from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.corpora.schemes import Constraints, allowed_transitions
@@ -30,7 +32,6 @@ from tagpipe.errors import ModelError
 from tagpipe.host import get_registry
 from tagpipe.model_folder import read_model_config
 from tagpipe.names import CONFIG_FILE, PRECISIONS, WEIGHTS_FILE
-from torch import Tensor, nn
 
 FORMAT_VERSION = 1
 SPAN_TASKS = {"ner"}  # tasks whose tags encode spans, trained internally in BIOES

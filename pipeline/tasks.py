@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import click
 from click.core import ParameterSource
+
 from tagpipe.errors import ModelError, TagpipeError
 from tagpipe.model_folder import read_model_config
 

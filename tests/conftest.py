@@ -80,6 +80,7 @@ TINY_PAIRS = [{"source": s, "target": s} for s in ("the cat sat on the mat", "a 
 def invoke_cli(*args: str):
     """``tagpipe ARGS`` in this process; fails the test on a non-zero exit, showing the output."""
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     result = CliRunner().invoke(cli, [str(a) for a in args])

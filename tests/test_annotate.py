@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,7 +214,6 @@ def test_resume_refuses_a_partial_output_of_other_options(model, tmp_path):
 @pytest.mark.parametrize("task,field", [("triples", "triples"), ("seq2seq", "generated")])
 def test_triples_and_seq2seq_models_keep_annotates_guarantees(request, tmp_path, task, field):
     import tagpipe
-
     from tests.conftest import TINY_WEBNLG
 
     model = str(request.getfixturevalue(f"tiny_{task}_model"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent

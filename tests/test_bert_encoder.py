@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tagpipe.errors import ModelError
 from tagpipe.model import Tagger
 from tagpipe.plugins.encoders.bert import BertEncoder, best_windows, window_bounds
 from tagpipe.training.loop import Trainer
 from tagpipe.training.settings import TrainSettings
-
 from tests.conftest import TINY_CONLL
 
 SENTENCES = [
@@ -318,6 +318,7 @@ def test_chinese_models_predict_per_character(tiny_bert_dir, tmp_path):
     assert [t["text"] if isinstance(t, dict) else t for t in record["tokens"]] == list("我们在北京上学")
 
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     (tmp_path / "in.txt").write_text("我们在北京上学\n", encoding="utf-8")
@@ -330,6 +331,7 @@ def test_chinese_models_predict_per_character(tiny_bert_dir, tmp_path):
 
 def test_cli_training_options(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     args = ["train", "--train", str(TINY_CONLL), "--output", str(tmp_path / "model"), "--encoder", "bert",

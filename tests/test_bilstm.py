@@ -6,11 +6,12 @@ import random
 
 import pytest
 import torch
+from torch import nn
+
 from tagpipe.errors import CorpusError
 from tagpipe.plugins.encoders.bilstm import BiLSTMEncoder
 from tagpipe.plugins.encoders.token_features import CASINGS, PAD, UNK, casing
 from tagpipe.plugins.encoders.vectors import read_word_vectors
-from torch import nn
 
 CORPUS = [
     ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+
 from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+
 from tagpipe.cli import cli
 from tagpipe.compare import measuring
 from tagpipe.compare.grid import EncoderSpec, parse_encoder
 from tagpipe.compare.report import spread
 from tagpipe.errors import TagpipeError
-
 from tests.conftest import TINY_BILSTM, TINY_CONLL
 
 CORPORA = ["--train", str(TINY_CONLL), "--dev", str(TINY_CONLL), "--test", str(TINY_CONLL)]

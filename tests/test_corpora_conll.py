@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, data_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tagpipe.corpora.conll import ConllFormat, read_conll, write_conll
 from tagpipe.corpora.schemes import is_valid
 from tagpipe.corpora.types import Sentence

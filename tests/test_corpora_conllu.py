@@ -9,6 +9,7 @@ import pytest
 from conftest import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tagpipe.corpora.conllu import ConlluFormat, read_conllu, write_conllu
 from tagpipe.corpora.text import sentence_text
 from tagpipe.corpora.types import Sentence

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tagpipe.corpora.conllu import read_conllu
 from tagpipe.corpora.io import atomic_write, open_lines
 from tagpipe.corpora.jsonl import JsonlFormat, read_jsonl, write_jsonl

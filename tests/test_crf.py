@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+
 from tagpipe.corpora.schemes import allowed_transitions, is_valid
 from tagpipe.plugins.decoders import chain, forward_backward, viterbi
 from tagpipe.plugins.decoders.crf import CRF, CRFDecoder

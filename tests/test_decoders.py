@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tagpipe import host as plugins
 from tagpipe.corpora.schemes import allowed_transitions, is_valid
 from tagpipe.plugins.decoders.memm import BiMEMMDecoder, MEMMDecoder

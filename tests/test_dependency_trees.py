@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from tagpipe.plugins.perturbed_masking.trees import (
     chu_liu_edmonds,
     eisner,

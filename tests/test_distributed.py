@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tagpipe.model import Tagger
 from tagpipe.training import distributed
 from tagpipe.training.loop import CHECKPOINT_DIR, STATE_FILE, Trainer

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import torch
+
 from tagpipe.corpora.conll import read_conll
 from tagpipe.corpora.schemes import tags_to_spans
 from tagpipe.host import build_registry, make_plugin_manager
 from tagpipe.model import Tagger, span_labels
-
 from tests.conftest import TINY_CONLL
 
 #: a fixture by name (``request.getfixturevalue``), so the tiny BERT is built only when a case needs it

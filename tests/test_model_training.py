@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tagpipe.model import Tagger
 from tagpipe.training.loop import Trainer
 from tagpipe.training.settings import TrainSettings
@@ -93,6 +94,7 @@ def test_save_load_round_trip_predicts_identically(tmp_path):
 
 def test_config_file_values_are_defaults_that_flags_override(tmp_path):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     config = tmp_path / "train.json"
@@ -107,6 +109,7 @@ def test_config_file_values_are_defaults_that_flags_override(tmp_path):
 
 def test_config_file_format_reaches_the_reader(tmp_path):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     config = tmp_path / "train.json"

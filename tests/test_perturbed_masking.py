@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+
 from tagpipe.plugins.encoders.subwords import TokenizerError, align_words, check_fast, pool_words
 from tagpipe.plugins.perturbed_masking.masking import ImpactModel, _top_rows, distance
 from tagpipe.plugins.perturbed_masking.protocol import (
@@ -22,7 +23,6 @@ from tagpipe.plugins.perturbed_masking.protocol import (
     segmentation_counts,
     split_units,
 )
-
 from tests.conftest import REPO, shared_path
 
 SENTENCES = [
@@ -227,6 +227,7 @@ def test_segmentation_on_tiny_model_follows_its_boundary_signal(tiny):
 
 def test_spacy_parser_sets_heads_and_sentences(tiny_bert_dir):
     import spacy
+
     import tagpipe.plugins.perturbed_masking.spacy_components  # noqa: F401 - registers the factories without the entry point
 
     nlp = spacy.blank("en")
@@ -247,6 +248,7 @@ def test_spacy_parser_sets_heads_and_sentences(tiny_bert_dir):
 
 def test_spacy_round_trip_in_a_fresh_process(tiny_bert_dir, tmp_path):
     import spacy
+
     import tagpipe.plugins.perturbed_masking.spacy_components  # noqa: F401
 
     nlp = spacy.blank("en")
@@ -268,6 +270,7 @@ def test_spacy_round_trip_in_a_fresh_process(tiny_bert_dir, tmp_path):
 
 def test_spacy_segmenter_retokenizes(tiny_bert_dir):
     import spacy
+
     import tagpipe.plugins.perturbed_masking.spacy_components  # noqa: F401
 
     nlp = spacy.blank("zh")

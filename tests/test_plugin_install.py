@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from tagpipe import host as plugins
 from tagpipe.cli import cli
-
 from tests.conftest import TINY_CONLL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +91,7 @@ def test_installed_plugin_trains_predicts_and_reloads_with_spacy(installed, tmp_
     assert all(0 < e["score"] <= 1 for e in entities)
 
     import spacy
+
     import tagpipe.spacy_bridge.factories  # noqa: F401
 
     nlp = spacy.blank("en")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+
 from tagpipe import hookimpl
 from tagpipe import host as plugins
 from tagpipe.components import Decoder
@@ -235,6 +236,7 @@ def _fresh_group():
 
 def test_a_plugin_cannot_replace_a_builtin_command():
     import click
+
     from tagpipe.commands import train
 
     @click.command(name="train")

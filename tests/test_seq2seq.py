@@ -10,6 +10,7 @@ import pickle
 
 import pytest
 import torch
+
 from tagpipe.errors import ModelError
 from tagpipe.plugins.seq2seq.attention import Packed, unilm_mask
 from tagpipe.plugins.seq2seq.generation import generate
@@ -158,6 +159,7 @@ def test_loading_errors_are_model_errors(tmp_path, model):
 
 def test_spacy_component_sets_the_extension_and_survives_to_disk(model, tmp_path):
     import spacy
+
     import tagpipe.plugins.seq2seq.spacy_component  # noqa: F401 - registers the factory in a source checkout
 
     model.save(tmp_path / "model")
@@ -179,6 +181,7 @@ def test_spacy_component_sets_the_extension_and_survives_to_disk(model, tmp_path
 
 def test_cli_generate_and_train(model, tmp_path):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     model.save(tmp_path / "m")
@@ -199,6 +202,7 @@ def test_cli_generate_and_train(model, tmp_path):
 
 def test_cli_seq2seq_train(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     data = tmp_path / "train.jsonl"
@@ -238,6 +242,7 @@ def test_train_task_seq2seq_maps_the_common_options(tiny_seq2seq_model):
 
 def test_train_task_seq2seq_refuses_options_it_has_no_use_for(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     data = tmp_path / "pairs.jsonl"
@@ -272,8 +277,8 @@ def test_train_and_evaluate_on_webnlg_text_to_triples(tiny_webnlg, tmp_path):
 
 def test_evaluate_scores_generations_against_the_targets(tiny_seq2seq_model, tmp_path):
     import sacrebleu
-    from tagpipe.plugins.seq2seq.task import score_generations
 
+    from tagpipe.plugins.seq2seq.task import score_generations
     from tests.conftest import TINY_PAIRS, invoke_cli
 
     data = tmp_path / "pairs.jsonl"

@@ -144,6 +144,7 @@ def test_nlp_pipe_with_two_processes_under_spawn_and_fork(model_copy, tmp_path):
 
 def _docbin(path: Path) -> None:
     from spacy.tokens import Doc, DocBin
+
     from tagpipe.corpora.conll import ConllFormat
 
     vocab = spacy.blank("en").vocab
@@ -227,6 +228,7 @@ def test_spacy_train_then_package_then_load(tmp_path):
 def _examples(nlp):
     from spacy.tokens import Doc
     from spacy.training import Example
+
     from tagpipe.corpora.conll import ConllFormat
 
     out = []

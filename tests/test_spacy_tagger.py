@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tagpipe.cli import cli
 
+from tagpipe.cli import cli
 from tests.conftest import TINY_BILSTM, TINY_CONLL, shared_path
 
 spacy = pytest.importorskip("spacy")
@@ -105,6 +105,7 @@ def test_conll_column_model_writes_token_tag(tmp_path):
 
 def test_tagger_trains_inside_spacy(ud_split):
     from spacy.training import Example
+
     from tagpipe.corpora.conllu import read_conllu
 
     nlp = spacy.blank("en")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
+
 from tagpipe import hookimpl
 from tagpipe import host as plugins
 from tagpipe.cli import cli

@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+
 from tagpipe.plugins.triples.heads import (
     NEG,
     GPLinkerHead,
@@ -17,7 +18,6 @@ from tagpipe.plugins.triples.heads import (
     pointer_decode,
     zlpr_loss,
 )
-
 from tests.conftest import shared_path
 
 RELATIONS = ["r0", "r1", "r2"]
@@ -175,6 +175,7 @@ def test_load_refuses_another_task(saved_models, tmp_path):
 
 def test_spacy_component_sets_triples_and_survives_to_disk(saved_models, tmp_path):
     import spacy
+
     import tagpipe.plugins.triples.spacy_component  # noqa: F401 - registers the factory without the entry point
 
     nlp = spacy.blank("en")
@@ -241,6 +242,7 @@ def test_triple_scores_are_exact_match_fractions():
 
 def test_cli_evaluate_json(saved_models, tmp_path):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     corpus = tmp_path / "tiny.json"
@@ -257,7 +259,6 @@ def test_plugin_is_declared_in_setup_cfg_and_builtins():
     import configparser
 
     from tagpipe.host import BUILTIN_PLUGINS
-
     from tests.conftest import REPO
 
     config = configparser.ConfigParser()
@@ -270,6 +271,7 @@ def test_plugin_is_declared_in_setup_cfg_and_builtins():
 
 def test_spacy_component_runs_sentences_separately(saved_models):
     import spacy
+
     import tagpipe.plugins.triples.spacy_component  # noqa: F401
 
     nlp = spacy.blank("en")
@@ -317,6 +319,7 @@ def test_train_task_triples_takes_config_keys_and_its_own_options(tiny_bert_dir,
 ])
 def test_train_task_triples_refuses_what_it_cannot_use(tiny_bert_dir, tiny_webnlg, tmp_path, args, message):
     from click.testing import CliRunner
+
     from tagpipe.cli import cli
 
     result = CliRunner().invoke(cli, ["train", "--task", "triples", "--train", str(tiny_webnlg), "--dev",
@@ -328,8 +331,8 @@ def test_train_task_triples_refuses_what_it_cannot_use(tiny_bert_dir, tiny_webnl
 
 def test_evaluate_a_triples_model(tiny_triples_model, tiny_webnlg):
     from click.testing import CliRunner
-    from tagpipe.cli import cli
 
+    from tagpipe.cli import cli
     from tests.conftest import invoke_cli
 
     scores = json.loads(invoke_cli("evaluate", tiny_webnlg, "-m", tiny_triples_model, "--json").stdout)

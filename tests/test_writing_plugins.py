@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from tagpipe.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent

@@ -123,6 +123,7 @@ def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str
     without either, the embedded default model. Components keep their own forward-pass batch size:
     each receives a whole annotate batch and sorts it by length itself."""
     import spacy
+
     from tagpipe.defaults import default_model_path
     from tagpipe.model_folder import read_model_config
     from tagpipe.tasks import add_model_pipe, blank_nlp

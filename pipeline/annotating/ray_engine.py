@@ -304,8 +304,9 @@ class _Worker:
 
     def __init__(self, shipped: list, threads: int) -> None:
         import ray
-        import tagpipe.spacy_bridge.factories  # noqa: F401 - registers the Span/Token extensions the components set
         import torch
+
+        import tagpipe.spacy_bridge.factories  # noqa: F401 - registers the Span/Token extensions the components set
 
         torch.set_num_threads(threads)
         self.annotator = ray.get(shipped[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from spacy.tokens import Doc, Span
+
 from tagpipe.tasks import record_fields
 
 

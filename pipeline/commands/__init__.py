@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from tagpipe.commands.annotate import annotate
 from tagpipe.commands.compare import compare
 from tagpipe.commands.evaluate import evaluate

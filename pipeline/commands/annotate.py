@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import click
+
 from tagpipe.names import EXISTING_ENTS
 
 

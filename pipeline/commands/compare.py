@@ -11,6 +11,7 @@ import shlex
 
 import click
 from click.core import ParameterSource
+
 from tagpipe.commands.train import train
 from tagpipe.training.settings import read_config_file
 

@@ -5,6 +5,7 @@ add options of its own to this command."""
 from __future__ import annotations
 
 import click
+
 from tagpipe.training.settings import read_config_file
 
 

@@ -24,6 +24,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import minibatch
+
 from tagpipe.errors import ModelError
 from tagpipe.model_folder import model_labels
 from tagpipe.names import CONFIG_FILE, PRECISIONS
@@ -223,6 +224,7 @@ class TaggerComponent(ModelComponent):
                losses: dict[str, float] | None = None) -> dict[str, float]:
         """One optimizer step on the examples' sentences; adds the mean loss to ``losses``."""
         import torch
+
         from tagpipe.model import to_device
         from tagpipe.training.loop import pad_tags
 

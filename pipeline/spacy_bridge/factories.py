@@ -14,6 +14,7 @@ from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Span, Token
+
 from tagpipe.model_folder import read_model_config
 from tagpipe.names import CONFIG_FILE
 from tagpipe.spacy_bridge.base import add_requirements

@@ -20,6 +20,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import filter_spans
+
 from tagpipe.names import EXISTING_ENTS
 from tagpipe.spacy_bridge.base import TaggerComponent
 

@@ -16,6 +16,7 @@ from spacy.parts_of_speech import IDS as UPOS_IDS
 from spacy.scorer import Scorer
 from spacy.tokens import Doc
 from spacy.training import Example
+
 from tagpipe.spacy_bridge.base import TaggerComponent
 
 ATTRS = ("pos", "tag")

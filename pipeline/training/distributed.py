@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from tagpipe.errors import TagpipeError
 
 #: a folder: every rank appends one JSON line per optimizer step (global loss, parameter digest) to

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from tagpipe.corpora.io import replacing
 from tagpipe.corpora.schemes import convert
 from tagpipe.corpora.types import Sentence

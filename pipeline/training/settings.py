@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
 from tagpipe.errors import TagpipeError
 
 ENCODER_ALIASES = {"bilstm": "tagpipe.bilstm.v1", "bert": "tagpipe.bert.v1"}

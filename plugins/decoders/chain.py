@@ -27,8 +27,9 @@ public API is :func:`sequence_score` and :func:`constraint_masks`.
 from __future__ import annotations
 
 import torch
-from tagpipe.corpora.schemes import Constraints
 from torch import Tensor
+
+from tagpipe.corpora.schemes import Constraints
 
 __all__ = ["constraint_masks", "sequence_score"]
 

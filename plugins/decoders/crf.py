@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
 from tagpipe.plugins.decoders import chain, forward_backward, viterbi
-from torch import Tensor, nn
 
 #: score of a forbidden transition during training: its paths weigh exp(-1e4) = 0 in log Z
 FORBIDDEN = -1e4

@@ -8,6 +8,8 @@ constant instead (a tag that only ``-inf`` leads to makes the gradient NaN).
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+
 from tagpipe.plugins.decoders.chain import (
     check_inputs,
     choose_method,
@@ -18,7 +20,6 @@ from tagpipe.plugins.decoders.chain import (
     tree_reduce,
     working_dtype,
 )
-from torch import Tensor
 
 __all__ = ["log_partition", "marginals"]
 

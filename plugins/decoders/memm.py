@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
 from tagpipe.plugins.decoders import chain, forward_backward, viterbi
 from tagpipe.plugins.decoders.crf import FORBIDDEN
-from torch import Tensor, nn
 
 
 def _positive_int(name: str, value: Any) -> None:

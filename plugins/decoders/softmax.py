@@ -6,10 +6,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
 from tagpipe.plugins.decoders import chain, viterbi
-from torch import Tensor, nn
 
 
 class SoftmaxDecoder(Decoder):

@@ -10,6 +10,8 @@ pass that reads the path off the tree). ``method="auto"`` picks the fastest for 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+
 from tagpipe.plugins.decoders.chain import (
     check_inputs,
     choose_method,
@@ -20,7 +22,6 @@ from tagpipe.plugins.decoders.chain import (
     tree_reduce,
     working_dtype,
 )
-from torch import Tensor
 
 __all__ = ["viterbi_decode"]
 

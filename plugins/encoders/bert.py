@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from tagpipe.components import Encoder
 from tagpipe.errors import ModelError
 from tagpipe.plugins.encoders.names import POOLINGS
 from tagpipe.plugins.encoders.subwords import check_fast, encode_words, pad_rows, pool_words
-from torch import Tensor, nn
 
 ASSETS_DIR = "encoder"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from tagpipe.components import Encoder, lengths_to_mask
 from tagpipe.plugins.encoders.context_bilstm import ContextBiLSTM, init_lstm, locked_dropout
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm, run_bilstm_rows, uses_step_loop
@@ -34,7 +36,6 @@ from tagpipe.plugins.encoders.token_features import (
     token_bigrams,
     unk_probabilities,
 )
-from torch import Tensor, nn
 
 _CACHE_LIMIT = 500_000  # token strings whose ids featurize remembers
 

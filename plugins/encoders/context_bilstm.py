@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from torch import Tensor, nn
+
 from tagpipe.components import Encoder
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm
-from torch import Tensor, nn
 
 
 def init_lstm(lstm: nn.LSTM) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tagpipe.components import Encoder, lengths_to_mask
 from torch import Tensor, nn
+
+from tagpipe.components import Encoder, lengths_to_mask
 
 
 def _stages(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
+
 from tagpipe.errors import ModelError, TagpipeError
 from tagpipe.plugins.encoders.names import POOLINGS
-from torch import Tensor
 
 
 class TokenizerError(ModelError):

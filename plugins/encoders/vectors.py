@@ -12,8 +12,9 @@ from collections.abc import Callable, Container
 from pathlib import Path
 
 import torch
-from tagpipe.errors import CorpusError
 from torch import Tensor
+
+from tagpipe.errors import CorpusError
 
 
 def read_word_vectors(

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import click
+
 from tagpipe.corpora.io import replacing
 from tagpipe.names import PRECISIONS
 from tagpipe.plugins.encoders.names import POOLINGS

@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from tagpipe.errors import ModelError
 from tagpipe.names import PRECISIONS
 from tagpipe.plugins.encoders.names import POOLINGS
 from tagpipe.plugins.encoders.subwords import align_words, check_fast, pool_words
 from tagpipe.plugins.perturbed_masking.names import DISTANCES
 from tagpipe.plugins.perturbed_masking.protocol import OptionError
-from torch import Tensor
 
 NONE = -1  # "no word" in a copy's (a, b) pair
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from tagpipe.errors import TagpipeError
 from tagpipe.plugins.perturbed_masking.names import ALGORITHMS, ORIENTATIONS, ROOTS
 

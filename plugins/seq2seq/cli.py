@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import click
+
 from tagpipe.corpora.io import write_atomically
 from tagpipe.plugins.seq2seq.names import STRATEGIES
 

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from torch import Tensor
+
 from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
 from tagpipe.plugins.seq2seq.names import STRATEGIES
-from torch import Tensor
 
 if TYPE_CHECKING:
     from tagpipe.plugins.seq2seq.model import Seq2SeqModel

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import ModelError, TagpipeError
 from tagpipe.model_folder import read_model_config
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from tagpipe.plugins.encoders.bert import check_pretrained_folder, load_pretrained, load_tokenizer, quiet_transformers
 from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
-from torch import Tensor, nn
 
 FORMAT_VERSION = 1
 TASK = "seq2seq"

@@ -18,6 +18,7 @@ from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Doc
+
 from tagpipe.errors import ModelError
 from tagpipe.plugins.seq2seq.names import EXTENSION, STRATEGIES
 from tagpipe.spacy_bridge.base import ModelComponent

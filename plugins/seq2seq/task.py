@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from tagpipe.errors import TagpipeError
 from tagpipe.plugins.seq2seq.names import EXTENSION
 from tagpipe.tasks import Options, Task, extension_value, set_threads, single_process

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from tagpipe.tasks import Options, Task, set_threads
 
 #: ``--config`` keys for which ``train`` has no flag

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from torch import Tensor, nn
+
 from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import ModelError
 from tagpipe.model_folder import read_model_config
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from tagpipe.plugins.encoders.bert import BertEncoder
 from tagpipe.plugins.triples.heads import HEADS, Triple, build_head
-from torch import Tensor, nn
 
 FORMAT_VERSION = 1
 TASK = "triples"

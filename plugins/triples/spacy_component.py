@@ -15,6 +15,7 @@ from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
+
 from tagpipe.errors import ModelError
 from tagpipe.plugins.triples.names import EXTENSION
 from tagpipe.spacy_bridge.base import ModelComponent, segments_of

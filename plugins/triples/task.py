@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from tagpipe.errors import TagpipeError
 from tagpipe.plugins.triples.names import EXTENSION
 from tagpipe.plugins.triples.training import (

@@ -86,6 +86,7 @@ def evaluate_model(model, sentences: Sequence, batch_size: int = 32) -> dict:
 def train_triples(settings: TriplesSettings, log: Callable[[str], None] = print):
     """Train, keeping the best dev-F1 model in ``settings.output``; returns the best model."""
     import torch
+
     from tagpipe.corpora.webnlg import read_relations
     from tagpipe.plugins.triples.model import TripleModel
 
