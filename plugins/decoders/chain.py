@@ -73,7 +73,7 @@ def semiring_identity(c: int, like: Tensor) -> Tensor:
 def pairwise_steps(emissions: Tensor, mask: Tensor, transitions: Tensor) -> Tensor:
     """Step matrices ``[B, T-1, C, C]``: entry ``q`` maps ``y_q -> y_{q+1}``; identity where padded."""
     trans = transitions if transitions.dim() == 2 else transitions[:, 1:]
-    # shape: (batch, seq - 1, tags, tags)
+    # shape: [batch, seq - 1, tags, tags]
     steps = trans + emissions[:, 1:, None, :]
     return torch.where(mask[:, 1:, None, None], steps, semiring_identity(emissions.shape[2], emissions))
 
@@ -87,7 +87,7 @@ def time_major_steps(emissions: Tensor, mask: Tensor, transitions: Tensor, ident
     at its own length).
     """
     batch, seq, c = emissions.shape
-    # shape: (seq, tags, batch)
+    # shape: [seq, tags, batch]
     em = emissions.permute(1, 2, 0).contiguous()
     if transitions.dim() == 2:
         trans = transitions[None, :, :, None]
@@ -141,7 +141,7 @@ def tree_reduce(steps: Tensor, semiring: str) -> Tensor | tuple[Tensor, list[Ten
     """
     pointers: list[Tensor] = []
     while steps.shape[1] > 1:
-        # shape: (batch, n / 2, tags_i, tags_k, tags_j)
+        # shape: [batch, n / 2, tags_i, tags_k, tags_j]
         joint = steps[:, 0::2, :, :, None] + steps[:, 1::2, None, :, :]
         if semiring == "log":
             steps = torch.logsumexp(joint, dim=3)
@@ -168,11 +168,11 @@ def sequence_score(
     if bool(((tags < 0) | (tags >= num_tags)).any()):
         raise ValueError(f"tags must lie in [0, {num_tags}) at unmasked positions")
     zero = emissions.new_zeros(())
-    # shape: (batch, seq)
+    # shape: [batch, seq]
     unary = torch.where(mask, emissions.gather(2, tags[:, :, None]).squeeze(2), zero)
     prev, nxt = tags[:, :-1], tags[:, 1:]
     if transitions.dim() == 2:
-        # shape: (batch, seq - 1)
+        # shape: [batch, seq - 1]
         pair = transitions[prev, nxt]
     else:
         steps = transitions[:, 1:].flatten(2)

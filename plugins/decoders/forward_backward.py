@@ -33,24 +33,24 @@ def log_partition(
     dtype = working_dtype(emissions)
     emissions, transitions = emissions.to(dtype), transitions.to(dtype)
     start, end = start.to(dtype), end.to(dtype)
-    # shape: (batch, tags)
+    # shape: [batch, tags]
     first = start + emissions[:, 0]
     if emissions.shape[1] == 1:
         return torch.logsumexp(first + end, dim=1)
     if choose_method(method, emissions, decoding=False) == "scan":
         identity = semiring_identity(emissions.shape[2], emissions)
         steps = pad_pow2(pairwise_steps(emissions, mask, transitions), identity)
-        # shape: (batch, tags, tags)
+        # shape: [batch, tags, tags]
         total = tree_reduce(steps, "log")
         return torch.logsumexp((first[:, :, None] + total + end).flatten(1), dim=1)
     steps = time_major_steps(emissions, mask, transitions, identity=True)
     floor = torch.finfo(dtype).min
-    # shape: (tags, batch)
+    # shape: [tags, batch]
     alpha = first.T
     for step in steps.unbind(0):
         # log-sum-exp over the previous tag, by hand: torch.logsumexp enters a thread pool
         # at every call, which costs more than the arithmetic at these sizes.
-        # shape: (tags_from, tags_to, batch)
+        # shape: [tags_from, tags_to, batch]
         scores = step + alpha[:, None, :]
         # the shift carries no gradient (log-sum-exp does not depend on it)
         shift = scores.detach().amax(0).clamp_(min=floor)
@@ -98,12 +98,12 @@ def _scaled_forward_backward(
     """
     batch, seq, c = emissions.shape
     floor = torch.finfo(emissions.dtype).min
-    trans = (transitions - transitions.amax().clamp(min=floor)).exp()  # shape: (from, to)
+    trans = (transitions - transitions.amax().clamp(min=floor)).exp()  # shape: [from, to]
     trans_t = trans.T.contiguous()
-    # shape: (seq, tags, batch)
+    # shape: [seq, tags, batch]
     emit = emissions.permute(1, 2, 0)
     emit = (emit - emit.amax(1, keepdim=True).clamp_(min=floor)).exp_()
-    valid = mask.T[:, None, :]  # shape: (seq, 1, batch); padded steps carry alpha and beta through
+    valid = mask.T[:, None, :]  # shape: [seq, 1, batch]; padded steps carry alpha and beta through
     first = start[:, None] + emissions[:, 0].T
     alpha = (first - first.amax(0).clamp_(min=floor)).exp_()
     alphas = [alpha / alpha.sum(0)]
@@ -126,7 +126,7 @@ def _log_forward_backward(
     """The same marginals in log space: slower, but no step can underflow."""
     floor = torch.finfo(emissions.dtype).min
     steps = time_major_steps(emissions, mask, transitions, identity=True)
-    # shape: (tags, batch)
+    # shape: [tags, batch]
     alphas = [(start + emissions[:, 0]).T.contiguous()]
     for step in steps.unbind(0):
         alphas.append(_logsumexp(step + alphas[-1][:, None, :], 0, floor))
@@ -135,7 +135,7 @@ def _log_forward_backward(
     for step in reversed(steps.unbind(0)):
         betas.append(_logsumexp(step + betas[-1][None, :, :], 1, floor))
     betas.reverse()
-    # shape: (seq, tags, batch)
+    # shape: [seq, tags, batch]
     both = torch.stack(alphas) + torch.stack(betas)
     log_z = torch.logsumexp(both[0], dim=0)
     return (both - log_z).exp_().permute(2, 0, 1) * mask[:, :, None]

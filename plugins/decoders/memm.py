@@ -67,7 +67,7 @@ class LocalModel(nn.Module):
         emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
         boundary = F.log_softmax(emissions + self.boundary + self.boundary_penalty, dim=-1)
         trans = self.transition_scores() + self.transition_penalty
-        # shape: (batch, seq, tags_prev, tags_next)
+        # shape: [batch, seq, tags_prev, tags_next]
         pair = F.log_softmax(emissions[:, :, None, :] + trans, dim=-1)
         return boundary, pair
 
@@ -109,7 +109,7 @@ class MEMMDecoder(Decoder):
         """Chain scores for :mod:`tagpipe.plugins.decoders.chain`: unary ``[B, T, C]`` and per-step transitions
         ``[B, T, C, C]`` (entry ``t`` scores ``y_{t-1} -> y_t``), sums of local log-probabilities."""
         first, pair = self.forward_model(features)
-        # shape: (batch, seq, tags): the forward model's p(y_0) at position 0
+        # shape: [batch, seq, tags]: the forward model's p(y_0) at position 0
         unary = torch.zeros_like(first)
         unary[:, 0] = first[:, 0]
         return unary, pair

@@ -32,7 +32,7 @@ class SoftmaxDecoder(Decoder):
         self.projection = nn.Linear(input_dim, num_tags)
         allowed, start, end = chain.constraint_masks(constraints, num_tags)
         self.constrained = constraints is not None
-        # shape: (tags, tags), (tags,), (tags,): 0 where allowed, -inf where forbidden
+        # shape: [tags, tags], [tags], [tags]: 0 where allowed, -inf where forbidden
         for name, ok in (("transition_penalty", allowed), ("start_penalty", start), ("end_penalty", end)):
             self.register_buffer(name, torch.zeros(ok.shape).masked_fill(~ok, float("-inf")), persistent=False)
 
@@ -40,13 +40,13 @@ class SoftmaxDecoder(Decoder):
         return {}
 
     def _log_probs(self, features: Tensor) -> Tensor:
-        # shape: (batch, seq, tags), float32 at least
+        # shape: [batch, seq, tags], float32 at least
         logits = self.projection(features)
         return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
 
     def loss(self, features: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         log_probs = self._log_probs(features)
-        # shape: (batch, seq)
+        # shape: [batch, seq]
         picked = log_probs.gather(2, tags.masked_fill(~mask, 0)[:, :, None]).squeeze(2)
         return -(picked * mask).sum(1)
 

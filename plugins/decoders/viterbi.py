@@ -39,7 +39,7 @@ def viterbi_decode(
     with torch.no_grad():
         emissions, transitions = emissions.detach().to(dtype), transitions.detach().to(dtype)
         start, end = start.detach().to(dtype), end.detach().to(dtype)
-        # shape: (batch, tags)
+        # shape: [batch, tags]
         first = start + emissions[:, 0]
         if emissions.shape[1] == 1:
             return (first + end).argmax(1, keepdim=True)
@@ -71,13 +71,13 @@ def _max_forward(scores: Tensor, steps: Tensor, last_pos: Tensor) -> tuple[Tenso
     broadcast over it as they are, so one view per step serves as output, then as input.
     """
     n, c, _, batch = steps.shape
-    # shape: (N + 1, tags, batch)
+    # shape: [N + 1, tags, batch]
     scores = torch.cat([scores[None], steps.new_empty(n, c, batch)])
     # every step's candidate scores are kept (written in place of the steps), for the pointers
     # views made up front: indexing inside the loop would cost as much as the arithmetic
     each = scores.unbind(0)
     for step, prev, nxt in zip(steps.unbind(0), each[:-1], each[1:], strict=True):
-        # shape: (tags_to, tags_from, batch) -> (tags_to, batch)
+        # shape: [tags_to, tags_from, batch] -> [tags_to, batch]
         torch.amax(step.add_(prev), 1, out=nxt)
     # back-pointer: the first previous tag i whose candidate reaches the max, as the largest rank
     # C - 1 - i among the hits (0 when none, NaN scores: tag C - 1). A comparison into a float
@@ -111,14 +111,14 @@ def _viterbi_meet(first: Tensor, emissions: Tensor, lengths: Tensor, transitions
     batch, seq, c = emissions.shape
     n = seq // 2
     positions = torch.arange(seq, device=lengths.device)
-    # shape: (batch, seq): L - 1 - t, the position the backward chain reaches in t steps
+    # shape: [batch, seq]: L - 1 - t, the position the backward chain reaches in t steps
     reverse = (lengths - 1)[:, None] - positions
-    # shape: (2 * batch,): where each chain stops: m = (L - 1) // 2 forward, L // 2 backward
+    # shape: [2 * batch]: where each chain stops: m = (L - 1) // 2 forward, L // 2 backward
     ends = torch.cat([reverse[:, 0], lengths]).div_(2, rounding_mode="floor")
-    # shape: (n, batch): the position L - k that the backward step k reads (anything will do
+    # shape: [n, batch]: the position L - k that the backward step k reads (anything will do
     # past a row's own steps: its pointers there are identities)
     source = reverse[:, :n].T.clamp(min=0)
-    # shape: (seq, tags, batch); then (n, tags, batch) each
+    # shape: [seq, tags, batch]; then [n, tags, batch] each
     em = emissions.permute(1, 2, 0).contiguous()
     em_fwd, em_back = em[1 : n + 1], em.gather(0, source[:, None, :].expand(n, c, batch))
     if transitions.dim() == 2:
@@ -127,15 +127,15 @@ def _viterbi_meet(first: Tensor, emissions: Tensor, lengths: Tensor, transitions
         trans_fwd = transitions[:, 1 : n + 1].permute(1, 3, 2, 0)
         index = source.T[:, :, None, None].expand(batch, n, c, c)
         trans_back = transitions.gather(1, index).permute(1, 2, 3, 0)
-    # shape: (n, tags_to, tags_from, 2 * batch): the forward rows, then the backward ones
+    # shape: [n, tags_to, tags_from, 2 * batch]: the forward rows, then the backward ones
     steps = emissions.new_empty(n, c, c, 2 * batch)
     torch.add(trans_fwd, em_fwd[:, :, None], out=steps[..., :batch])
     torch.add(trans_back, em_back[:, None], out=steps[..., batch:])
     scores = torch.cat([first.T, end[:, None].expand(c, batch)], 1)
     final, pointers = _max_forward(scores, steps, ends)
-    # shape: (batch,): y_m, the best tag at the meeting position
+    # shape: [batch]: y_m, the best tag at the meeting position
     middle = (final[:, :batch] + final[:, batch:]).argmax(0)
-    # shape: (n + 1, 2 * batch): the forward rows' y_0 .. y_m, the backward rows' y_{L-1} .. y_m
+    # shape: [n + 1, 2 * batch]: the forward rows' y_0 .. y_m, the backward rows' y_{L-1} .. y_m
     path = _backtrace(pointers, torch.cat([middle, middle]))
     # one gather reads y_t at t <= m from the forward half, at t > m from the backward half's
     # position L - 1 - t, and padding (where L - 1 - t < 0) from a block of -1 in between
@@ -165,7 +165,7 @@ def _viterbi_scan(first: Tensor, steps: Tensor, end: Tensor) -> Tensor:
     steps = pad_pow2(steps, semiring_identity(c, first))
     size = steps.shape[1]
     product, pointers = tree_reduce(steps, "max")
-    # shape: (batch, tags * tags): best over the whole chain from y_0 = i to y_last = j
+    # shape: [batch, tags * tags]: best over the whole chain from y_0 = i to y_last = j
     flat = (first[:, :, None] + product + end).flatten(1).argmax(1)
     path = first.new_zeros(batch, size + 1, dtype=torch.long)
     path[:, 0], path[:, size] = flat // c, flat % c
@@ -173,7 +173,7 @@ def _viterbi_scan(first: Tensor, steps: Tensor, end: Tensor) -> Tensor:
     for middle in reversed(pointers):
         # each node of this level spans `stride` steps; its middle tag splits it in two.
         left, right = path[:, 0:size:stride], path[:, stride::stride]
-        # shape: (batch, nodes)
+        # shape: [batch, nodes]
         mid = middle.flatten(2).gather(2, (left * c + right)[:, :, None]).squeeze(2)
         path[:, stride // 2 :: stride] = mid
         stride //= 2
