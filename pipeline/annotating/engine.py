@@ -30,7 +30,7 @@ WARNING_LIMIT = 100  # bad lines shown one by one; the rest are counted in the s
 
 
 @dataclass
-class Settings:
+class AnnotateSettings:
     """Everything one ``annotate`` run depends on (the CLI options, as a value)."""
 
     inputs: list[str]
@@ -174,7 +174,7 @@ class Annotator:
         return payloads, tokens
 
 
-def run(settings: Settings, *, warn: Callable[[str], None], progress: bool = False) -> Stats:
+def run(settings: AnnotateSettings, *, warn: Callable[[str], None], progress: bool = False) -> Stats:
     """Annotate ``settings.inputs`` into the outputs; returns the counts for the summary."""
     import torch
 
@@ -289,7 +289,7 @@ def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
         yield batch
 
 
-def _annotated(annotator: Annotator, batches: Iterator[list[Item]], settings: Settings):
+def _annotated(annotator: Annotator, batches: Iterator[list[Item]], settings: AnnotateSettings):
     if settings.engine == "ray":
         from tagpipe.annotating.ray_engine import annotate
 

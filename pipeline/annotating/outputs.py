@@ -23,7 +23,7 @@ from tagpipe.annotating.sources import Item
 from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import TagpipeError
 
-Encoder = Callable[[Any, Item], bytes]
+RecordSerializer = Callable[[Any, Item], bytes]  # a doc and its item -> the bytes one output writes for it
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".spacy": "spacy"}
 _BLOB = struct.Struct("<Q")  # length prefix of one DocBin in a .spacy partial file
 _WHITESPACE = re.compile(r"[ \t\n\r\x0b\x0c\x1c-\x1f]+")
@@ -68,7 +68,7 @@ def encode_html(doc: Any, item: Item) -> bytes:
 class Output:
     """One target file fed through an append-only partial file."""
 
-    encoder: Encoder = staticmethod(encode_jsonl)
+    encoder: RecordSerializer = staticmethod(encode_jsonl)
 
     def __init__(self, target: str) -> None:
         self.target = Path(target)
@@ -184,7 +184,7 @@ class HtmlOutput(Output):
 class StdoutOutput(Output):
     """``-o -``: bytes go straight to stdout (no partial file, so no ``--resume``)."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: RecordSerializer) -> None:
         super().__init__("-")
         self.encoder = encoder  # type: ignore[assignment]
 

@@ -63,16 +63,16 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
     Writes one JSON record per document, {"id", "text", "tokens", "entities"}, or CoNLL / .spacy.
     Bad lines are skipped with a warning naming them and counted in the summary (--strict: stop).
     """
-    from tagpipe.annotating.engine import Settings, run
+    from tagpipe.annotating.engine import AnnotateSettings, run
     from tagpipe.errors import TagpipeError
 
-    settings = Settings(inputs=list(inputs), input_format=input_format, models=list(models), pipeline=pipeline_dir,
-                        output=output, output_format=output_format, html=html, html_page_size=html_page_size,
-                        batch_size=batch_size, n_process=n_process, device=device, threads=threads,
-                        existing_ents=existing_ents, scores=scores, strict=strict, resume=resume,
-                        checkpoint_seconds=checkpoint_seconds, engine=engine, address=address,
-                        num_workers=num_workers, gpus_per_worker=gpus_per_worker, unordered=unordered,
-                        ray_dashboard=ray_dashboard, precision=precision)
+    settings = AnnotateSettings(
+        inputs=list(inputs), input_format=input_format, models=list(models), pipeline=pipeline_dir, output=output,
+        output_format=output_format, html=html, html_page_size=html_page_size, batch_size=batch_size,
+        n_process=n_process, device=device, threads=threads, existing_ents=existing_ents, scores=scores,
+        strict=strict, resume=resume, checkpoint_seconds=checkpoint_seconds, engine=engine, address=address,
+        num_workers=num_workers, gpus_per_worker=gpus_per_worker, unordered=unordered, ray_dashboard=ray_dashboard,
+        precision=precision)
     if engine == "ray":
         from tagpipe.annotating.ray_engine import check
 
