@@ -1,5 +1,5 @@
 """The builtin decoders: one contract test class run over all of them, and brute-force oracles
-for the softmax, MEMM and BiMEMM decoders (the CRF's are in test_crf.py)."""
+for the softmax, MEMM and BiMEMM decoders (the CRF's are in test_decoders_crf.py)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm, run_bilstm_rows, uses_step_loop
-from tests.test_bilstm import CORPUS, build
+from tests.test_encoders_bilstm import CORPUS, build
 
 LENGTHS = [3, 0, 1, 17, 9, 30, 2]
 

@@ -125,7 +125,7 @@ def test_entry_point_plugins_discovered_and_broken_ones_reported(tmp_path, monke
 
         @hookimpl
         def register_decoders(register):
-            register("argmax.v1", "tests.test_plugins:ArgmaxDecoder")
+            register("argmax.v1", "tests.test_host:ArgmaxDecoder")
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = plugins.get_registry()
@@ -298,11 +298,11 @@ def test_a_misspelt_hook_refuses_the_plugin_in_one_line(tmp_path, monkeypatch):
 
         @hookimpl
         def register_decoder(register):
-            register("misspelt.v1", "tests.test_plugins:ArgmaxDecoder")
+            register("misspelt.v1", "tests.test_host:ArgmaxDecoder")
 
         @hookimpl
         def register_encoders(register):
-            register("misspelt.enc.v1", "tests.test_plugins:ArgmaxDecoder")
+            register("misspelt.enc.v1", "tests.test_host:ArgmaxDecoder")
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = plugins.get_registry()
