@@ -4,7 +4,11 @@ They are exposed through the ``spacy_factories`` entry point, so ``nlp.add_pipe(
 and ``spacy.load`` work without importing tagpipe first. The components live in
 ``tagpipe.spacy_bridge.ner`` / ``tagpipe.spacy_bridge.tagger`` (shared machinery in ``tagpipe.spacy_bridge.base``);
 this module only declares the factories (what they assign, their config, their score weights)
-and registers our Doc/Span/Token extensions, once, all prefixed ``tagpipe_``.
+and our Span/Token extensions, all prefixed ``tagpipe_``, in one explicit function,
+:func:`register_factories` (as spaCy's own ``spacy/pipeline/factories.py`` does), called once
+when the entry point imports this module. Each builtin plugin with spaCy components (Perturbed
+Masking, seq2seq, triples) declares its own in its ``spacy_component(s).py``, through its own
+``spacy_factories`` entry points, as a third-party plugin would.
 """
 
 from __future__ import annotations
@@ -31,8 +35,6 @@ def register_extensions() -> None:
             cls.set_extension(name, default=None)
 
 
-register_extensions()
-
 TRAINING_CONFIG: dict[str, Any] = {
     "batch_size": 128,  # sentences per forward pass; nlp.pipe's batch is sorted by length into these
     "device": "cpu",
@@ -47,12 +49,6 @@ TRAINING_CONFIG: dict[str, Any] = {
 }
 
 
-@Language.factory(
-    "tagpipe_ner",
-    default_config={"model": None, "existing_ents": "overwrite", **TRAINING_CONFIG},
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.tagpipe_score"],
-    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
-)
 def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, batch_size: int, device: str,
              scores: bool, precision: str, encoder: str, decoder: str, encoder_config: dict[str, Any],
              decoder_config: dict[str, Any], lr: float) -> NERComponent:
@@ -64,12 +60,6 @@ def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, ba
                         encoder_config=encoder_config, decoder_config=decoder_config, lr=lr)
 
 
-@Language.factory(
-    "tagpipe_tagger",
-    default_config={"model": None, "attr": None, **TRAINING_CONFIG},
-    assigns=["token.pos", "token.tag", "token._.tagpipe_score"],
-    default_score_weights={"pos_acc": 0.5, "tag_acc": 0.5},
-)
 def make_tagger(nlp: Language, name: str, model: str | None, attr: str | None, batch_size: int, device: str,
                 scores: bool, precision: str, encoder: str, decoder: str, encoder_config: dict[str, Any],
                 decoder_config: dict[str, Any], lr: float) -> TokenTaggerComponent:
@@ -88,3 +78,24 @@ def _declare_requirements(nlp: Language, model: str | None) -> None:
         config = read_model_config(model)
         components = [("encoder", config["encoder"]["name"]), ("decoder", config["decoder"]["name"])]
     add_requirements(nlp.meta, components)
+
+
+def register_factories() -> None:
+    """Declare ``tagpipe_ner`` and ``tagpipe_tagger`` to spaCy, and our extensions (a second call re-declares
+    the same functions, which spaCy allows: re-importing this module is harmless)."""
+    register_extensions()
+    Language.factory(
+        "tagpipe_ner",
+        default_config={"model": None, "existing_ents": "overwrite", **TRAINING_CONFIG},
+        assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.tagpipe_score"],
+        default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+    )(make_ner)
+    Language.factory(
+        "tagpipe_tagger",
+        default_config={"model": None, "attr": None, **TRAINING_CONFIG},
+        assigns=["token.pos", "token.tag", "token._.tagpipe_score"],
+        default_score_weights={"pos_acc": 0.5, "tag_acc": 0.5},
+    )(make_tagger)
+
+
+register_factories()
