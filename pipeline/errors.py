@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class TagpipeError(Exception):
     """Base class for errors a user can act on (bad input, unknown names, missing files)."""
@@ -30,3 +33,21 @@ class PluginError(TagpipeError):
 
 class ModelError(TagpipeError):
     """A model folder is missing, incomplete or from an incompatible format version."""
+
+
+class ConfigKeyError(TagpipeError, ValueError):
+    """A configuration key nobody reads: a ValueError to the API, one readable line to the CLI."""
+
+
+def check_config_keys(what: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse keys of ``given`` that are not ``known``, naming each with the closest known key, so a misspelt
+    setting is an error instead of a silently ignored value."""
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    described = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    raise ConfigKeyError(f"unknown {what} key(s): {', '.join(described)}; known: {', '.join(known)}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import tomllib
 
-from tagpipe.errors import TagpipeError
+from tagpipe.errors import TagpipeError, check_config_keys
 
 ENCODER_ALIASES = {"bilstm": "tagpipe.bilstm.v1", "bert": "tagpipe.bert.v1"}
 DECODER_ALIASES = {
@@ -83,10 +83,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TagpipeError(f"unknown training settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        check_config_keys("training setting", values, (f.name for f in fields(cls)))
         return cls(**values)
 
 

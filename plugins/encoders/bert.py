@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from tagpipe.components import Encoder
-from tagpipe.errors import ModelError
+from tagpipe.errors import ModelError, check_config_keys
 from tagpipe.plugins.encoders.names import POOLINGS
 from tagpipe.plugins.encoders.subwords import check_fast, encode_words, pad_rows, pool_words
 
@@ -50,10 +50,7 @@ class BertEncoderConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> BertEncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown bert config keys {unknown}; expected some of {sorted(known)}")
+        check_config_keys("bert encoder config", config, (f.name for f in fields(cls)))
         cfg = cls(**config)
         if cfg.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {cfg.pooling!r}")

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from tagpipe.components import Encoder, lengths_to_mask
+from tagpipe.errors import check_config_keys
 from tagpipe.plugins.encoders.context_bilstm import ContextBiLSTM, init_lstm, locked_dropout
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm, run_bilstm_rows, uses_step_loop
 from tagpipe.plugins.encoders.token_features import (
@@ -65,10 +66,7 @@ class BiLSTMConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> BiLSTMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown bilstm config keys {unknown}; expected some of {sorted(known)}")
+        check_config_keys("bilstm encoder config", config, (f.name for f in fields(cls)))
         cfg = cls(**config)
         if cfg.char_encoder not in ("cnn", "lstm"):
             raise ValueError(f"char_encoder must be 'cnn' or 'lstm', not {cfg.char_encoder!r}")

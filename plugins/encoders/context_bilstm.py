@@ -13,6 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from tagpipe.components import Encoder
+from tagpipe.errors import check_config_keys
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm
 
 
@@ -48,10 +49,7 @@ class ContextBiLSTMConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> ContextBiLSTMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"a bilstm stack stage takes {sorted(known)}, not {unknown}")
+        check_config_keys("bilstm stack stage config", config, (f.name for f in fields(cls)))
         cfg = cls(**config)
         if cfg.hidden < 1 or cfg.layers < 1 or not 0.0 <= cfg.dropout < 1.0:
             raise ValueError(f"bad bilstm stage config {asdict(cfg)}")

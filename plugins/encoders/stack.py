@@ -21,13 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from tagpipe.components import Encoder, lengths_to_mask
+from tagpipe.errors import check_config_keys
 
 
 def _stages(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """``[(registry name, config), ...]`` from a stack config, validated."""
-    unknown = sorted(set(config) - {"encoders", "pretrained"})
-    if unknown:
-        raise ValueError(f"unknown stack config keys {unknown}; expected 'encoders' (and 'pretrained')")
+    check_config_keys("stack encoder config", config, ("encoders", "pretrained"))
     stages = config.get("encoders")
     if not isinstance(stages, list) or len(stages) < 2:
         raise ValueError("a stack needs 'encoders': a list of at least two {'name': ..., 'config': {...}}")
