@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -42,26 +40,10 @@ def test_model_folder_is_readable_and_self_contained(tmp_path):
     assert (folder / "checkpoint" / "trainer_state.pt").is_file()
 
 
-def _train_in_a_fresh_process(tmp_path: Path) -> list[float]:
-    """Train as a user reruns a command: a new process, so nothing earlier tests left behind in this one
-    (thread pools, spaCy/thinc state, the heap's layout) can tell the two runs apart."""
-    code = (
-        "import json, sys\n"
-        "from tagpipe.training.loop import Trainer\n"
-        "from tagpipe.training.settings import TrainSettings\n"
-        "s = TrainSettings(**json.loads(sys.argv[1]))\n"
-        "print(json.dumps([h['loss'] for h in Trainer(s, log=lambda _: None, progress=False).run()['history']]))\n"
-    )
-    values = settings(tmp_path, epochs=2).to_dict()
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(values)], capture_output=True, text=True,
-                         check=True, timeout=300)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def test_seeded_cpu_training_is_reproducible(tmp_path):
-    losses_a = _train_in_a_fresh_process(tmp_path / "a")
-    losses_b = _train_in_a_fresh_process(tmp_path / "b")
-    assert losses_a == losses_b
+    a = quiet(settings(tmp_path / "a", epochs=2))
+    b = quiet(settings(tmp_path / "b", epochs=2))
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
     wa = Tagger.load(tmp_path / "a" / "model").state_dict()
     wb = Tagger.load(tmp_path / "b" / "model").state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
