@@ -142,6 +142,28 @@ def test_nlp_pipe_with_two_processes_under_spawn_and_fork(model_copy, tmp_path):
     assert json.loads(out.strip().splitlines()[-1]) == {"spawn": True, "fork": True}
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_one_call_then_n_process_cannot_deadlock(method, tmp_path):
+    """The usual pattern: try one doc, then batch. The parent's first call runs torch's OpenMP pool (2
+    threads, inputs long enough to split); forked workers used to hang in libgomp forever."""
+    out = run_python(f"""
+        import json, multiprocessing, spacy, torch
+        if __name__ == "__main__":
+            multiprocessing.set_start_method({method!r}, force=True)
+            torch.set_num_threads(2)
+            texts = ["Angela Merkel visited Paris and met Emmanuel Macron at the Elysee Palace ." * 8] * 48
+            nlp = spacy.blank("en")
+            nlp.add_pipe("tagpipe_ner")  # the embedded model
+            first = [(e.text, e.label_) for e in nlp(texts[0]).ents]
+            one = [[(e.text, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+            two = [[(e.text, e.label_) for e in d.ents] for d in nlp.pipe(texts, n_process=2, batch_size=8)]
+            print(json.dumps({{"same": two == one, "first": one[0] == first, "found": bool(first),
+                               "parent_threads": torch.get_num_threads()}}))
+    """, cwd=tmp_path, timeout=180)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"same": True, "first": True, "found": True, "parent_threads": 2}
+
+
 def _docbin(path: Path) -> None:
     from spacy.tokens import Doc, DocBin
 

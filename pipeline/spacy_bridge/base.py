@@ -13,7 +13,10 @@ models; it is ignored).
 # No ``from __future__ import annotations`` here: spaCy builds a pydantic model from
 # ``initialize``'s signature to validate [initialize.components] settings, and string
 # annotations would name types that model cannot resolve.
+import multiprocessing
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +33,26 @@ from tagpipe.model_folder import model_labels
 from tagpipe.names import CONFIG_FILE, PRECISIONS
 
 BYTES_VERSION = 1
+
+
+def _one_thread_in_worker() -> None:
+    """A worker process of ``nlp.pipe(n_process=N)`` runs torch on one thread.
+
+    Forked: GNU OpenMP is not fork-safe, and a child whose parent already ran a parallel torch
+    region waits forever in its thread pool (the usual "try one doc, then batch" pattern); with one
+    thread torch never enters an OpenMP region. Spawned: N workers x all cores would oversubscribe.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _after_fork_in_child() -> None:
+    if "torch" in sys.modules:
+        _one_thread_in_worker()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ModelComponent:
@@ -261,6 +284,8 @@ class TaggerComponent(ModelComponent):
 
 
 def _rebuild(cls: "type[ModelComponent]", name: str, kwargs: dict[str, Any], data: bytes) -> "ModelComponent":
+    if multiprocessing.parent_process() is not None:  # unpickled in a spawned nlp.pipe worker
+        _one_thread_in_worker()
     component = cls(None, name, **kwargs)
     return component.from_bytes(data)
 
