@@ -1,7 +1,8 @@
-"""Where the embedded default model lives (shipped as package data of ``tagpipe.plugins``)."""
+"""The embedded models: shipped as package data of ``tagpipe.plugins``, named so users can ask for them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
@@ -9,11 +10,34 @@ from tagpipe.errors import ModelError
 
 #: the package whose data holds the embedded models; named, not imported (the core never imports plugins)
 EMBEDDED_MODELS_PACKAGE = "tagpipe.plugins"
+DEFAULT_MODEL = "en"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """One model folder shipped inside the package, and what it scored (docs/benchmarks.md has the runs)."""
+
+    folder: str
+    description: str
+    test_score: str
+
+
+EMBEDDED_MODELS = {
+    "en": EmbeddedModel("default_model", "English NER, BiLSTM-CRF trained on CoNLL-2003",
+                        "CoNLL-2003 test F1 86.17"),
+}
+
+
+def embedded_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """The folder of the embedded model ``name``."""
+    if name not in EMBEDDED_MODELS:
+        raise ModelError(f"no embedded model named {name!r} (embedded: {', '.join(EMBEDDED_MODELS)})")
+    path = Path(str(files(EMBEDDED_MODELS_PACKAGE) / EMBEDDED_MODELS[name].folder))
+    if not (path / "config.json").is_file():
+        raise ModelError(f"the embedded model {name!r} is missing at {path}; pass --model")
+    return path
 
 
 def default_model_path() -> Path:
-    """The embedded English NER model (BiLSTM-CRF trained on CoNLL-2003)."""
-    path = Path(str(files(EMBEDDED_MODELS_PACKAGE) / "default_model"))
-    if not (path / "config.json").is_file():
-        raise ModelError(f"the embedded default model is missing at {path}; pass --model")
-    return path
+    """The embedded English NER model, used when no model is named."""
+    return embedded_model_path(DEFAULT_MODEL)

@@ -77,3 +77,16 @@ def test_plugins_lists_components_with_their_plugin():
     result = invoke("plugins")
     assert result.exit_code == 0
     assert "tagpipe.crf.v1" in result.output and "builtin_decoders" in result.output
+
+
+def test_info_reports_versions_devices_plugins_and_embedded_models():
+    result = invoke("info", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert all(report["versions"][name] for name in ("torch", "spacy", "transformers", "pluggy"))
+    assert report["devices"][0].startswith("cpu")
+    assert {"builtin_encoders", "builtin_decoders", "perturbed_masking"} <= {p["name"] for p in report["plugins"]}
+    (english,) = [m for m in report["embedded_models"] if m["name"] == "en"]
+    assert Path(english["path"], "config.json").is_file() and "86.17" in english["test"]
+    text = invoke("info").output
+    assert "torch" in text and "embedded model 'en'" in text
