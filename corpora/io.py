@@ -1,13 +1,15 @@
 """File plumbing shared by the corpus readers and writers.
 
-Readers get numbered, decoded lines from :func:`open_lines`, so stdin (``-``), gzip and bad
-UTF-8 are handled once, with the line number a :class:`CorpusError` needs. Writers go through
+Readers get numbered, decoded lines from :func:`open_lines`, so stdin (``-``), gzip, bad UTF-8
+and UTF-16/32 files (told by their byte-order mark) are handled once, with the line number a
+:class:`CorpusError` needs. Writers go through
 :func:`open_output`, which writes files atomically: a crash mid-write never leaves a truncated
 corpus where a good one was.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import io
@@ -22,6 +24,9 @@ from tagpipe.errors import CorpusError, TagpipeError
 
 OnError = Callable[[CorpusError], object]
 STDIO = "-"
+#: byte-order marks of the wide encodings, UTF-32 first (its little-endian mark starts like UTF-16's)
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+             (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 class CorpusOptionError(TagpipeError, ValueError):
@@ -68,31 +73,63 @@ def open_lines(path: str | Path, *, on_error: OnError | None = None) -> Iterator
 
     ``-`` is stdin and a ``.gz`` name is decompressed. A line that is not UTF-8 is a
     :class:`CorpusError` naming it; with ``on_error`` the error is passed
-    to it and the line skipped (numbering stays aligned with the file). A BOM is dropped.
+    to it and the line skipped (numbering stays aligned with the file). A BOM is dropped; a
+    UTF-16 or UTF-32 byte-order mark decodes the whole file in that encoding (read as UTF-8, its
+    text would be NUL-interleaved garbage).
     """
     name = display_name(path)
     stream = _open_binary(path)
-    number = 0
     try:
-        while batch := stream.readlines(1 << 16):  # a batch decodes faster than its lines
-            try:
-                text = b"".join(batch).decode("utf-8")
-            except UnicodeDecodeError:
-                yield from _decode_each(batch, number, name, on_error)
-                number += len(batch)
-                continue
-            lines = text.split("\n")
-            if text.endswith("\n"):
-                lines.pop()
-            clean = number == 0 or "\r" in text
-            for line in lines:
-                number += 1
-                yield number, _clean(line, number) if clean else line
+        wide = _wide_encoding(stream)
+        lines = _wide_lines(stream, wide, name) if wide else _utf8_lines(stream, name, on_error)
+        yield from lines
     except (OSError, EOFError) as exc:  # truncated or corrupt gzip stream
         raise TagpipeError(f"{name}: cannot read: {exc}") from None
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _wide_encoding(stream: IO[bytes]) -> str | None:
+    """``utf-16`` / ``utf-32`` when the stream starts with that byte-order mark (looked at without
+    consuming it; a stream that cannot peek, such as an in-memory stdin, is read as UTF-8)."""
+    peek = getattr(stream, "peek", None)
+    if peek is None:
+        return None
+    head = peek(4)[:4]
+    return next((encoding for bom, encoding in WIDE_BOMS if head.startswith(bom)), None)
+
+
+def _utf8_lines(stream: IO[bytes], name: str, on_error: OnError | None) -> Iterator[tuple[int, str]]:
+    number = 0
+    while batch := stream.readlines(1 << 16):  # a batch decodes faster than its lines
+        try:
+            text = b"".join(batch).decode("utf-8")
+        except UnicodeDecodeError:
+            yield from _decode_each(batch, number, name, on_error)
+            number += len(batch)
+            continue
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        clean = number == 0 or "\r" in text
+        for line in lines:
+            number += 1
+            yield number, _clean(line, number) if clean else line
+
+
+def _wide_lines(stream: IO[bytes], encoding: str, name: str) -> Iterator[tuple[int, str]]:
+    """The lines of a UTF-16/32 stream (the codec reads the mark and drops it). Its lines cannot be
+    told apart without decoding, so a decoding error stops the file instead of skipping a line."""
+    text = io.TextIOWrapper(stream, encoding=encoding, newline="\n")  # lines end at "\n" only, as in UTF-8
+    try:
+        for number, line in enumerate(text, 1):
+            yield number, _clean(line.removesuffix("\n"), number)
+    except UnicodeDecodeError as exc:
+        raise TagpipeError(f"{name}: not valid {encoding.upper()} text, though it starts with a "
+                           f"{encoding.upper()} byte-order mark ({exc.reason})") from None
+    finally:
+        text.detach()  # the caller closes the stream (never stdin)
 
 
 def _decode_each(
@@ -200,24 +237,42 @@ def open_output(path_or_stream: str | Path | IO[str]) -> Iterator[IO[str]]:
             yield stream
 
 
-def looks_like_conll(path: str | Path, sample: int = 50) -> bool:
-    """True when the first ``sample`` non-blank lines look like tagged CoNLL columns: the same
-    number (two or more) of whitespace-separated fields on each, the last one a tag (``O``,
-    ``B-X``, ...). Plain text rarely passes both tests."""
+def looks_like_conll(path: str | Path, sample: int = 50, limit: int = 1 << 16) -> bool:
+    """True when the first ``sample`` non-blank lines (within the first ``limit`` bytes) look like
+    tagged CoNLL columns: the same number (two or more) of whitespace-separated fields on each, the
+    last one a tag (``O``, ``B-X``, ...). Plain text rarely passes both tests. Only ``limit`` bytes
+    are read, so a large binary file costs no more than a small one."""
     counts = set()
     seen = 0
     try:
-        for _, line in open_lines(path, on_error=lambda _: None):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                continue
-            last = fields[-1]
-            if not (last == "O" or (last[:1] in "BIESM" and last[1:2] == "-" and len(last) > 2)):
-                return False
-            counts.add(len(fields))
-            seen += 1
-            if seen >= sample or len(counts) > 1:
-                break
-    except TagpipeError:
+        lines = _head_lines(path, limit)
+    except (TagpipeError, OSError, EOFError):
         return False
+    for line in lines:
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            continue
+        last = fields[-1]
+        if not (last == "O" or (last[:1] in "BIESM" and last[1:2] == "-" and len(last) > 2)):
+            return False
+        counts.add(len(fields))
+        seen += 1
+        if seen >= sample or len(counts) > 1:
+            break
     return len(counts) == 1 and min(counts) >= 2
+
+
+def _head_lines(path: str | Path, limit: int) -> list[str]:
+    """The complete lines within the first ``limit`` (decompressed) bytes of ``path``, decoded
+    leniently (a sample to look at, not records to keep)."""
+    stream = _open_binary(path)
+    try:
+        encoding = _wide_encoding(stream) or "utf-8-sig"
+        head = stream.read(limit)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    lines = head.decode(encoding, errors="replace").split("\n")
+    if len(head) == limit or not lines[-1]:
+        lines.pop()  # cut off by the limit, or the empty string after the last newline
+    return [line.removesuffix("\r") for line in lines]

@@ -55,7 +55,8 @@ def write_text(sentences: Iterable[Sentence], path_or_stream: str | Path | IO[st
 
 
 class TextFormat(CorpusFormat):
-    """Plain text, one document per line (``.txt`` is shared with CoNLL: see ``tagpipe.data.detect_format``)."""
+    """Plain text, one document per line. CoNLL claims ``.txt`` too; for a ``.txt`` the text format wins
+    (``tagpipe.data.detect_format``: a file is never guessed into columns that would drop words)."""
 
     name = "text"
     extensions = (".txt", ".text")

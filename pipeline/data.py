@@ -18,9 +18,12 @@ TASKS = ("ner", "tag")
 def detect_format(path: str | Path) -> str:
     """The registered format whose extensions match ``path`` (a ``.gz`` suffix is ignored).
 
-    ``.txt`` is claimed by both ``conll`` and ``text``; such ties are settled by looking at the
-    first lines (see :func:`tagpipe.corpora.io.looks_like_conll`). Raises :class:`TagpipeError` when no format
-    claims the extension.
+    The extension decides whenever a format claims it: ``.txt``, claimed by both ``conll`` and
+    ``text``, is plain text (sniffing it garbled text whose lines end in tag-like words,
+    ``Vitamin B-12``; ``--format conll`` reads a ``.txt`` as columns). Only a regular file whose
+    extension no format claims (none, ``eng.testa``, ``data.gz``) is looked at: CoNLL when its
+    first lines look like tagged columns (:func:`tagpipe.corpora.io.looks_like_conll`); a FIFO is
+    never looked at (what is read from it is gone). Raises :class:`TagpipeError` when no format fits.
     """
     name = str(path)
     stem = name[:-3] if name.endswith(".gz") else name
@@ -34,9 +37,10 @@ def detect_format(path: str | Path) -> str:
             continue  # a broken plugin is reported by `tagpipe plugins`; it cannot match here
         if suffix and suffix in extensions:
             candidates.append(fmt)
-    if len(candidates) > 1 and "conll" in candidates and name != STDIO:
-        columns = looks_like_conll(path)
-        candidates = ["conll"] if columns else [c for c in candidates if c != "conll"]
+    if len(candidates) > 1 and "text" in candidates:
+        candidates = ["text"]
+    if not candidates and name != STDIO and Path(name).is_file() and looks_like_conll(path):
+        candidates = ["conll"]
     if not candidates:
         available = ", ".join(registry.names("format")) or "none"
         raise TagpipeError(

@@ -262,7 +262,8 @@ def test_detect_format(tmp_path):
         "jsonl",
         "jsonl",
     ]
-    assert (detect_format(conll), detect_format(text)) == ("conll", "text")
+    assert (detect_format(conll), detect_format(text)) == ("text", "text")  # .txt is text (--format conll: columns)
+    assert detect_format(write(tmp_path, "EU B-ORG\nrejects O\n", "eng.testa")) == "conll"  # unclaimed: sniffed
     with pytest.raises(
         TagpipeError, match=r"^cannot tell the format of 'x\.csv' from its extension '\.csv'; name one"
     ):

@@ -7,9 +7,11 @@ batches, which keeps memory flat however large the input, and makes the output i
 ``--n-process`` and of where a run was interrupted: batch *k* always holds the same documents.
 
 Resuming: outputs grow append-only partial files; every second or so, after a flush, a small
-sidecar records how many input documents are done and each partial file's size. ``--resume``
-truncates the partial files to those sizes, skips that many documents and goes on, so the final
-file equals an uninterrupted run's byte for byte.
+sidecar records how many input documents are done, their digest and each partial file's size.
+``--resume`` reads those documents again (refusing an input that changed), truncates the partial
+files to those sizes and goes on, so the final file equals an uninterrupted run's byte for byte.
+
+Before any of this, the outputs are checked and locked for the run (``tagpipe.annotating.targets``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 from tagpipe.annotating.outputs import HtmlOutput, Output, make_output
 from tagpipe.annotating.resume import Checkpoints, ResumeState
 from tagpipe.annotating.sources import Counts, Item, input_files, read_items
+from tagpipe.annotating.targets import check_not_inputs, check_targets, locked
 from tagpipe.errors import CorpusError, TagpipeError
+from tagpipe.faults import kill_point
 from tagpipe.memory import trim_freed_memory
 
 WARNING_LIMIT = 100  # bad lines shown one by one; the rest are counted in the summary
@@ -175,9 +179,9 @@ class Annotator:
 
 
 def run(settings: AnnotateSettings, *, warn: Callable[[str], None], progress: bool = False) -> Stats:
-    """Annotate ``settings.inputs`` into the outputs; returns the counts for the summary."""
-    import torch
-
+    """Annotate ``settings.inputs`` into the outputs; returns the counts for the summary. Everything
+    that can be refused (options, outputs, inputs, a held lock, a resume sidecar) is refused before
+    the model is loaded."""
     if settings.batch_size < 1 or settings.n_process < 1 or settings.threads < 1:
         raise TagpipeError("--batch-size, --n-process and --threads must be at least 1")
     outputs: list[Output] = [make_output(settings.output, settings.output_format)]
@@ -185,35 +189,53 @@ def run(settings: AnnotateSettings, *, warn: Callable[[str], None], progress: bo
         outputs.append(HtmlOutput(settings.html, settings.html_page_size))
     if settings.resume and not all(o.resumable for o in outputs):
         raise TagpipeError("--resume needs --output FILE (stdout cannot be continued)")
+    check_targets(outputs)
     counts = Counts()
     files = input_files(settings.inputs, settings.input_format, counts)
-    for path in counts.ignored_files:
-        warn(f"warning: ignored {path}: no input format claims its extension (use --format)")
+    check_not_inputs(outputs, [path for path, _, _ in files])
+    with locked(outputs):
+        checkpoints = Checkpoints(outputs[0], outputs, settings.fingerprint(), settings.checkpoint_seconds)
+        state = checkpoints.load() if settings.resume else None
+        for path in counts.ignored_files:
+            warn(f"warning: ignored {path}: {counts.reasons.get(path, 'not an input')}")
+        return _run(settings, outputs, files, counts, checkpoints, state, warn, progress)
+
+
+def _run(settings: AnnotateSettings, outputs: list[Output], files: list[tuple[str, str, str | None]], counts: Counts,
+         checkpoints: Checkpoints, state: ResumeState | None, warn: Callable[[str], None], progress: bool) -> Stats:
+    import torch
+
     torch.set_num_threads(settings.threads)
     nlp = build_nlp(settings.models, settings.pipeline, device=settings.device, existing_ents=settings.existing_ents,
                     scores=settings.scores, precision=settings.precision)
     annotator = Annotator(nlp, tuple(o.encoder for o in outputs), settings.batch_size)
-    checkpoints = Checkpoints(outputs[0], outputs, settings.fingerprint(), settings.checkpoint_seconds)
-    state = checkpoints.load() if settings.resume else None
-    if state is None:
-        checkpoints.remove()  # a stale sidecar must not describe the fresh partial files
-    for i, output in enumerate(outputs):
-        output.open(state.offsets[i] if state else None)
-
-    bar = _progress_bar(state.docs if state else 0) if progress else None
-    if bar is not None:
-        warn = _above(bar, warn)  # a warning printed mid-bar would be glued to the bar's line
     reporter = Reporter(settings.strict, warn)
     stats = Stats(docs=state.docs if state else 0, tokens=state.tokens if state else 0,
                   resumed_from=state.docs if state else 0)
     items = _guard_length(_all_items(files, reporter, counts), nlp.max_length, reporter)
-    batches = _batches(_skip(items, stats.docs, reporter), settings.batch_size)
+    if state is None:
+        checkpoints.remove()  # a stale sidecar must not describe the fresh partial files
+    else:
+        _skip(items, state.docs, reporter, checkpoints)
+        checkpoints.verify(state)  # before a partial file is touched: a refused run leaves them as they were
+        if state.finished:
+            return _complete(outputs, checkpoints, stats, reporter, counts)
+    for i, output in enumerate(outputs):
+        output.open(state.offsets[i] if state else None)
+
+    bar = _progress_bar(stats.docs) if progress else None
+    if bar is not None:
+        warn = reporter.warn = _above(bar, warn)  # a warning printed mid-bar would be glued to the bar's line
+    batches = _batches(items, settings.batch_size)
+    if checkpoints.enabled:
+        batches = checkpoints.consumed.track(batches)
     started = time.perf_counter()
     try:
         for payloads, tokens in _annotated(annotator, batches, settings):
             for row in payloads:
                 for output, payload in zip(outputs, row, strict=True):
                     output.write(payload)
+            kill_point("annotate-write")
             stats.docs += len(payloads)
             stats.tokens += tokens
             stats.new_tokens += tokens
@@ -229,9 +251,30 @@ def run(settings: AnnotateSettings, *, warn: Callable[[str], None], progress: bo
         if bar is not None:
             bar.close()
     for output in outputs:
-        output.finish()
-    checkpoints.remove()
+        output.sync()
+    checkpoints.save(ResumeState(stats.docs, stats.tokens, finished=True))  # all on disk: only renaming is left
+    for output in outputs:
+        output.close()
+    _complete(outputs, checkpoints, stats, reporter, counts)
     stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _complete(outputs: list[Output], checkpoints: Checkpoints, stats: Stats, reporter: Reporter,
+              counts: Counts) -> Stats:
+    """Rename the complete partial files into place (those a killed run had not renamed yet), then
+    drop the sidecar."""
+    for output in outputs:
+        if not output.resumable:
+            continue  # stdout: written as it went
+        if not output.partial.exists():
+            if not output.target.exists():
+                raise TagpipeError(f"cannot resume: both {output.partial} and {output.target} are gone; run "
+                                   "again without --resume")
+            continue  # renamed before the kill
+        output.finalize()
+        kill_point("annotate-finalize")
+    checkpoints.remove()
     stats.skipped, stats.blank, stats.ignored_files = reporter.skipped, counts.blank, counts.ignored_files
     return stats
 
@@ -268,14 +311,17 @@ def _guard_length(items: Iterable[Item], limit: int, on_error: Callable[[CorpusE
         yield item
 
 
-def _skip(items: Iterator[Item], done: int, reporter: Reporter) -> Iterator[Item]:
-    """Pass over the documents a resumed run has already written, without re-reporting bad lines."""
+def _skip(items: Iterator[Item], done: int, reporter: Reporter, checkpoints: Checkpoints) -> None:
+    """Read the documents a resumed run has already written (into the digest that
+    ``checkpoints.verify`` checks), without re-reporting bad lines."""
     reporter.silent = True
     for _ in range(done):
-        if next(items, None) is None:
-            raise TagpipeError(f"cannot resume: the input has fewer than the {done} documents already written")
+        item = next(items, None)
+        if item is None:
+            raise TagpipeError(f"cannot resume: the input has fewer than the {done} documents already written; "
+                               "run again without --resume to start over")
+        checkpoints.consumed.add(item)
     reporter.silent = False
-    yield from items
 
 
 def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:

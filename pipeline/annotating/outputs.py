@@ -10,6 +10,7 @@ and renames it into place, so the target is either the previous file or the comp
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -39,14 +40,22 @@ def encode_jsonl(doc: Any, item: Item) -> bytes:
 
 def encode_conll(doc: Any, item: Item) -> bytes:
     """``token IOB2-tag`` lines and a blank line; whitespace tokens are left out (a CoNLL field
-    cannot hold them) and an empty document writes nothing."""
+    cannot hold them) and an empty document writes nothing. A tagging model's tags
+    (``doc._.tagpipe_tags``) are the tag column, before the entities' column when an entity
+    model ran too (``token TAG IOB2``, as in CoNLL-2003), alone otherwise (``token TAG``)."""
+    tags = doc._.get("tagpipe_tags") if doc.has_extension("tagpipe_tags") else None
+    entities = tags is None or doc.has_annotation("ENT_IOB")
     lines = []
-    for token in doc:
+    for i, token in enumerate(doc):
         if token.is_space:
             continue
-        iob = token.ent_iob_
-        tag = f"{iob}-{token.ent_type_}" if iob in ("B", "I") else "O"
-        lines.append(f"{_WHITESPACE.sub('_', token.text)} {tag}")
+        fields = [_WHITESPACE.sub("_", token.text)]
+        if tags is not None:
+            fields.append(_WHITESPACE.sub("_", tags[i] or "_"))
+        if entities:
+            iob = token.ent_iob_
+            fields.append(f"{iob}-{token.ent_type_}" if iob in ("B", "I") else "O")
+        lines.append(" ".join(fields))
     return ("\n".join(lines) + "\n\n").encode("utf-8") if lines else b""
 
 
@@ -95,6 +104,11 @@ class Output:
     def write(self, payload: bytes) -> None:
         self._file.write(payload)  # type: ignore[union-attr]
 
+    def sync(self) -> None:
+        """Flush and fsync: the partial file is complete on disk (before the sidecar says so)."""
+        self._file.flush()  # type: ignore[union-attr]
+        os.fsync(self._file.fileno())  # type: ignore[union-attr]
+
     def checkpoint(self) -> int:
         """Flush and return the partial file's size: everything before it is on disk."""
         self._file.flush()  # type: ignore[union-attr]
@@ -108,12 +122,13 @@ class Output:
 
     def finish(self) -> None:
         """Make the target from the partial file and rename it into place."""
-        self._file.flush()  # type: ignore[union-attr]
-        os.fsync(self._file.fileno())  # type: ignore[union-attr]
+        self.sync()
         self.close()
         self.finalize()
 
     def finalize(self) -> None:
+        """Turn the complete, closed partial file into the target (repeatable until it succeeds:
+        the partial file is removed last)."""
         with replacing(self.target) as tmp:
             os.replace(self.partial, tmp)
 
@@ -169,16 +184,25 @@ class HtmlOutput(Output):
 
         pages = []
         with open(self.partial, "rb") as lines:
-            while chunk := [json.loads(line) for _, line in zip(range(self.page_size), lines, strict=False)]:
+            while chunk := [_escaped(json.loads(line)) for _, line in zip(range(self.page_size), lines,
+                                                                            strict=False)]:
                 path = self.page_path(len(pages) + 1)
-                html = displacy.render(chunk, style="ent", manual=True, page=True, minify=True)
-                write_atomically(path, html)
+                write_atomically(path, displacy.render(chunk, style="ent", manual=True, page=True, minify=True))
                 pages.append(path)
         if not self.is_file:
-            links = "\n".join(f'<li><a href="{p.name}">{p.name}</a></li>' for p in pages)
+            links = "\n".join(f'<li><a href="{html.escape(p.name)}">{html.escape(p.name)}</a></li>' for p in pages)
             write_atomically(self.target / "index.html",
                              f"<!DOCTYPE html>\n<html><body><ul>\n{links}\n</ul></body></html>\n")
         self.partial.unlink()
+
+
+def _escaped(page: dict[str, Any]) -> dict[str, Any]:
+    """A displaCy entry whose title (the document id) and labels are safe in HTML: displaCy escapes
+    the text but puts the title and the labels into the page as they are."""
+    page["title"] = html.escape(page["title"])
+    for ent in page["ents"]:
+        ent["label"] = html.escape(ent["label"])
+    return page
 
 
 class StdoutOutput(Output):
@@ -194,6 +218,9 @@ class StdoutOutput(Output):
 
     def open(self, offset: int | None = None) -> None:
         self._file = sys.stdout.buffer
+
+    def sync(self) -> None:
+        self._file.flush()  # type: ignore[union-attr]  # a pipe or a terminal cannot be fsynced
 
     def checkpoint(self) -> int:
         self._file.flush()  # type: ignore[union-attr]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ class Item:
     source: str
     line: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what the --resume fingerprint hashes instead of ``content`` when those bytes are not stable
+    #: (a serialised Doc lists its strings in set order, which differs between processes)
+    stable: str | None = None
 
     @property
     def length(self) -> int:
@@ -43,20 +47,32 @@ class Item:
 
 @dataclass
 class Counts:
-    """Lines the readers passed over without an error: blank JSONL lines, unreadable files."""
+    """Lines the readers passed over without an error: blank JSONL lines; files of a folder left
+    out, each with the reason (``reasons[path]``)."""
 
     blank: int = 0
     ignored_files: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def ignore(self, path: str, reason: str) -> None:
+        self.ignored_files.append(path)
+        self.reasons[path] = reason
 
 
 def input_files(paths: list[str], fmt: str | None, counts: Counts) -> list[tuple[str, str, str | None]]:
-    """``(path, format, label)`` for each input; a folder gives its files (sorted, hidden ones
-    left out; those of an unknown extension go to ``counts.ignored_files``); ``label`` names the
-    file in records when several files are read, else None."""
+    """``(path, format, label)`` for each input; a folder gives its regular files (sorted, hidden
+    ones left out; those of an unknown extension, and FIFOs, sockets and devices, which are never
+    opened, go to ``counts.ignored_files``); ``label`` names the file in records when several
+    files are read, else None. A FIFO named as an input is read: the user chose it."""
     files: list[tuple[str, str | None]] = []
     for path in paths:
         if path != STDIO and Path(path).is_dir():
-            files += [(p, path) for p in _walk(path)]
+            for found in _walk(path):
+                kind = _special(found)
+                if kind is None:
+                    files.append((found, path))
+                else:
+                    counts.ignore(found, f"{kind}, not a regular file (never opened)")
         elif path != STDIO and not Path(path).exists():
             raise TagpipeError(f"no such file or folder: {path}")
         else:
@@ -66,7 +82,7 @@ def input_files(paths: list[str], fmt: str | None, counts: Counts) -> list[tuple
     for path, root in files:
         file_fmt = fmt or format_of(path, strict=root is None)
         if file_fmt is None:
-            counts.ignored_files.append(path)
+            counts.ignore(path, "no input format claims its extension (use --format)")
             continue
         label = (os.path.relpath(path, root) if root else display_name(path)) if several else None
         out.append((path, file_fmt, label))
@@ -79,6 +95,22 @@ def _walk(folder: str) -> Iterator[str]:
         for name in sorted(names):
             if not name.startswith("."):
                 yield os.path.join(root, name)
+
+
+def _special(path: str) -> str | None:
+    """What a folder entry is when it is not a regular file (None: a regular file). Only stat is
+    used: opening a FIFO would block until something writes to it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a broken link"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
 
 
 def format_of(path: str, *, strict: bool = True) -> str | None:
@@ -194,4 +226,5 @@ def _docbin_items(path: str) -> Iterator[Item]:
         raise TagpipeError(f"{name}: not a spaCy DocBin file ({type(exc).__name__}: {exc})") from None
     vocab = spacy.blank("xx").vocab
     for n, doc in enumerate(docbin.get_docs(vocab), 1):
-        yield Item(n, doc.to_bytes(exclude=["user_data"]), name, n)
+        stable = json.dumps(doc.to_json(), sort_keys=True, ensure_ascii=False)
+        yield Item(n, doc.to_bytes(exclude=["user_data"]), name, n, stable=stable)

@@ -60,8 +60,10 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
     """Annotate INPUT files or folders ('-' for stdin): plain text (one document per line), JSONL
     (a "text" or "tokens" field; other fields are carried through), CoNLL, CoNLL-U or spaCy .spacy.
 
-    Writes one JSON record per document, {"id", "text", "tokens", "entities"}, or CoNLL / .spacy.
-    Bad lines are skipped with a warning naming them and counted in the summary (--strict: stop).
+    Writes one JSON record per document, {"id", "text", "tokens", "entities"} (and "tags" for a
+    tagging model), or CoNLL / .spacy. Bad lines are skipped with a warning naming them and counted
+    in the summary (--strict: stop). Outputs are checked and locked for the run before the model
+    loads; --resume refuses an input that changed (docs/annotate.md, "Guarantees").
     """
     from tagpipe.annotating.engine import AnnotateSettings, run
     from tagpipe.errors import TagpipeError

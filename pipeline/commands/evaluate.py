@@ -14,7 +14,9 @@ import click
 @click.option("--format", "format_", default=None,
               help="Corpus format [default: conll; webnlg for triples, jsonl for seq2seq].")
 @click.option("--scheme", default="iob2", show_default=True, help="Tagging scheme of the file.")
-@click.option("--tag-column", default=None, help="Tag column: CoNLL index (default -1) or CoNLL-U field (upos).")
+@click.option("--tag-column", default=None, help="Tag column: CoNLL index or CoNLL-U field (default: the column the "
+                                                 "model was trained on, for a corpus of its training format; else -1 "
+                                                 "or upos).")
 @click.option("--batch-size", type=int, default=None, help="Sentences per batch [default: 128; 32 for triples, "
                                                            "16 for seq2seq].")
 @click.option("--device", default="cpu", show_default=True)

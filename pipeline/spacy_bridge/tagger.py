@@ -3,7 +3,9 @@
 The tags go to ``token.pos_`` when the model learnt UPOS (a CoNLL-U corpus read on its default
 column, or ``--tag-column upos``), else to ``token.tag_`` (fine-grained tags, any CoNLL column);
 ``attr`` in the config overrides the choice. ``Token._.tagpipe_score`` is the marginal
-probability of the predicted tag.
+probability of the predicted tag. ``Doc._.tagpipe_tags`` holds the model's tags as predicted, one
+per token (``token.pos_`` keeps only UPOS tags): the ``tags`` of annotate's records and the tag
+column of its CoNLL output.
 """
 
 from __future__ import annotations
@@ -55,10 +57,15 @@ class TokenTaggerComponent(TaggerComponent):
     def labels(self) -> tuple[str, ...]:
         return tuple(self.model_labels())
 
+    def label_names(self) -> tuple[str, ...]:
+        return self.labels
+
     def set_annotations(self, docs: list[Doc]) -> None:
         segments, tags, probs = self.tag_segments(docs)
         attr = self.attr
+        predicted = {id(doc): [""] * len(doc) for doc in docs}
         for (doc, offset, _), sent_tags, sent_probs in zip(segments, tags, probs, strict=True):
+            predicted[id(doc)][offset:offset + len(sent_tags)] = sent_tags
             for i, tag in enumerate(sent_tags):
                 token = doc[offset + i]
                 if attr == "tag":
@@ -67,6 +74,8 @@ class TokenTaggerComponent(TaggerComponent):
                     token.pos_ = tag
                 if sent_probs:
                     token._.tagpipe_score = float(sent_probs[i])
+        for doc in docs:
+            doc._.tagpipe_tags = predicted[id(doc)]
 
     # -- training inside spaCy -----------------------------------------------------------
     def _gold_attr(self, examples: Sequence[Example] = ()) -> str:

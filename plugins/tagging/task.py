@@ -4,7 +4,9 @@
 ``tagpipe train`` trains them with :class:`tagpipe.training.loop.Trainer` (every ``train`` option is
 theirs; ``docs/training.md``), ``tagpipe evaluate`` scores them with seqeval (strict IOB2 entity
 P/R/F1, fractions) or token accuracy, and ``annotate`` runs them as ``tagpipe_ner`` /
-``tagpipe_tagger``, whose entities are the record's ``entities``.
+``tagpipe_tagger``, whose entities are the record's ``entities`` and whose tags its ``tags`` (and the
+tag column of annotate's CoNLL output); ``evaluate`` reads the tag column the model was trained on
+unless ``--tag-column`` says otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import click
 
-from tagpipe.tasks import Options, Task, set_threads
+from tagpipe.tasks import Options, Task, extension_value, set_threads
 
 #: ``--config`` keys for which ``train`` has no flag
 CONFIG_ONLY = ("encoder_config", "decoder_config", "warmup", "lr_final", "clip", "weight_decay")
@@ -49,15 +51,19 @@ class TaggerTask(Task):
     def evaluate(self, corpus: str, model: Path, options: Options) -> dict[str, Any]:
         from tagpipe.corpora.schemes import convert
         from tagpipe.data import labelled_sentences, parse_column
+        from tagpipe.devices import resolve_device
         from tagpipe.evaluation import entity_scores, token_accuracy
         from tagpipe.model import Tagger
-        from tagpipe.training.loop import resolve_device
 
         values = options.values
         set_threads(values.get("threads"))
         tagger = Tagger.load(model, device=resolve_device(values["device"]))
-        sentences = labelled_sentences(corpus, values["format_"] or "conll", task=tagger.task,
-                                       scheme=values["scheme"], tag_column=parse_column(values["tag_column"]))
+        fmt = values["format_"] or "conll"
+        column = parse_column(values["tag_column"])
+        trained = tagger.meta.get("settings") or {}
+        if column is None and trained.get("format", "conll") == fmt:
+            column = trained.get("tag_column")  # the column the model learnt (--task tag --tag-column 1: POS)
+        sentences = labelled_sentences(corpus, fmt, task=tagger.task, scheme=values["scheme"], tag_column=column)
         predicted = tagger.tag([s.tokens for s in sentences], batch_size=options.get("batch_size", 128))
         gold = [s.tags for s in sentences]
         if tagger.task == "ner":
@@ -85,10 +91,15 @@ class NerTask(TaggerTask):
 
 
 class TagTask(TaggerTask):
-    """One tag per token (POS, ...): ``token.pos_`` / ``token.tag_`` in spaCy."""
+    """One tag per token (POS, ...): ``token.pos_`` / ``token.tag_`` in spaCy, and ``tags`` in the records."""
 
     name = "tag"
     spacy_factory = "tagpipe_tagger"
+
+    def record_fields(self, doc: Any) -> dict[str, Any]:
+        """``tags``: the model's tag of each token (``Doc._.tagpipe_tags``), when a tagging model ran."""
+        tags = extension_value(doc, "tagpipe_tags")
+        return {} if tags is None else {"tags": list(tags)}
 
 
 def _task_options() -> set[str]:
