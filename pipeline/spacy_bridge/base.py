@@ -116,10 +116,9 @@ class TaggerComponent(ModelComponent):
     """Base class of ``tagpipe_ner`` and ``tagpipe_tagger``; subclasses set ``task`` and annotate."""
 
     task = ""
-    #: spaCy's training loop logs the loss of components that say they are trainable; it calls
-    #: ``finish_update`` only when ``model`` is a thinc model, and ours is torch (stepped in update).
+    #: a trainable component as spaCy means it: ``update`` computes gradients, ``finish_update(sgd)``
+    #: steps them with spaCy's optimizer (``[training.optimizer]``), so ``spacy train``'s learn rate is ours
     is_trainable = True
-    model = None
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 128,
                  device: str = "cpu", precision: str = "fp32", encoder: str = "tagpipe.bilstm.v1",
@@ -138,7 +137,7 @@ class TaggerComponent(ModelComponent):
         self.options = options
         self._meta = nlp.meta if nlp is not None else None  # for the requirements of plugin distributions
         self._tagger: Any = None
-        self._optimizer: Any = None
+        self._added_labels: list[str] = []  # add_label() before initialize()
 
     # -- the model -----------------------------------------------------------------------
     def default_model(self) -> Path | None:
@@ -163,9 +162,14 @@ class TaggerComponent(ModelComponent):
             raise ModelError(f"{self.name}: the model was trained for task {tagger.task!r}, this component "
                              f"serves {self.task!r}")
         self._tagger = tagger
-        self._optimizer = None
         if self._meta is not None:
             add_requirements(self._meta, [("encoder", tagger.encoder_name), ("decoder", tagger.decoder_name)])
+
+    @property
+    def model(self) -> Any:
+        """The torch model once loaded or initialised (None before): what spaCy's ``nlp.update`` asks
+        for before it calls :meth:`finish_update`."""
+        return self._tagger
 
     @property
     def is_loaded(self) -> bool:
@@ -221,6 +225,23 @@ class TaggerComponent(ModelComponent):
     def labels_from_examples(self, examples: Sequence[Example]) -> list[str]:
         raise NotImplementedError
 
+    def label_names(self) -> tuple[str, ...]:
+        """The labels a user adds and sees (entity types for NER, tags for a tagger)."""
+        raise NotImplementedError
+
+    def add_label(self, label: str) -> int:
+        """Add ``label`` for :meth:`initialize` to train (1), or 0 if known. A trained model's decoder has
+        a fixed tag set, so adding to it is refused with a clear error: re-initialise to train with it."""
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"{self.name}: a label must be a non-empty string, not {label!r}")
+        if label in self._added_labels or (self._tagger is not None and label in self.label_names()):
+            return 0
+        if self._tagger is not None or (self.model_path and (Path(self.model_path) / CONFIG_FILE).is_file()):
+            raise ValueError(f"{self.name}: cannot add label {label!r} to a trained model (its decoder knows "
+                             f"{', '.join(self.label_names())}); add it before nlp.initialize() to train a new one")
+        self._added_labels.append(label)
+        return 1
+
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Language | None = None,
                    labels: Sequence[str] | None = None) -> None:
         """A fresh tagger whose vocabularies and label set come from the training examples."""
@@ -231,6 +252,7 @@ class TaggerComponent(ModelComponent):
         if not examples:
             raise ModelError(f"{self.name}: initialize() got no training examples")
         tag_set = list(labels) if labels is not None else self.labels_from_examples(examples)
+        tag_set += [t for t in self.labels_for(self._added_labels) if t not in tag_set]
         sentences = [tokens for tokens, _ in self._training_segments(examples)]
         cfg = self.train_config
         tagger = Tagger.build(sentences, tag_set, encoder=cfg["encoder"], decoder=cfg["decoder"],
@@ -243,34 +265,52 @@ class TaggerComponent(ModelComponent):
     def initialize_meta(self, examples: Sequence[Example]) -> dict[str, Any]:
         return {"trained_with": "spacy"}
 
+    def labels_for(self, names: Sequence[str]) -> list[str]:
+        """The model tags that serve user-facing label ``names`` (for NER: every scheme prefix)."""
+        return list(names)
+
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd: Any = None,
                losses: dict[str, float] | None = None) -> dict[str, float]:
-        """One optimizer step on the examples' sentences; adds the mean loss to ``losses``."""
-        import torch
-
+        """Gradients of the examples' loss (added to ``losses``); the step is :meth:`finish_update`'s, as in
+        spaCy (``nlp.update`` calls it with its optimizer). ``sgd`` given here steps at once."""
         from tagpipe.model import to_device
         from tagpipe.training.loop import pad_tags
 
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         tagger = self.tagger
-        pairs = [(tokens, tags) for tokens, tags in self._training_segments(list(examples))
-                 if all(t in tagger.label_ids for t in tags)]
+        pairs = self._training_segments(list(examples))
+        unknown = sorted({t for _, tags in pairs for t in tags if t not in tagger.label_ids})
+        if unknown:
+            raise ValueError(f"{self.name}: the examples use tags the model does not know: {', '.join(unknown)}; "
+                             f"add their labels with add_label() before nlp.initialize()")
         if not pairs:
             return losses
-        if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(tagger.parameters(), lr=self.train_config["lr"])
         tagger.train()
         features = to_device(tagger.featurize([tokens for tokens, _ in pairs]), self.device)
         gold = pad_tags([[tagger.label_ids[t] for t in tags] for _, tags in pairs])
         loss = tagger.loss(features, gold)
-        self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(tagger.parameters(), 5.0)
-        self._optimizer.step()
         tagger.eval()
         losses[self.name] += float(loss.item())
+        if sgd not in (None, False):
+            self.finish_update(sgd)
         return losses
+
+    def finish_update(self, sgd: Any) -> None:
+        """One step of spaCy's (thinc) optimizer on every parameter with a gradient, then clear them."""
+        import torch
+
+        key = id(self)
+        with torch.no_grad():
+            for name, param in self.tagger.named_parameters():
+                if param.grad is None:
+                    continue
+                weights = param.detach().to("cpu", torch.float32).numpy().ravel().copy()
+                gradient = param.grad.detach().to("cpu", torch.float32).numpy().ravel().copy()
+                weights, _ = sgd((key, name), weights, gradient)
+                param.copy_(torch.from_numpy(weights).view_as(param))
+                param.grad = None
 
     def _training_segments(self, examples: Sequence[Example]) -> list[tuple[list[str], list[str]]]:
         out = []

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spacy.language import Language
-from spacy.tokens import Span, Token
+from spacy.tokens import Doc, Span, Token
 
 from tagpipe.model_folder import read_model_config
 from tagpipe.names import CONFIG_FILE
@@ -25,11 +25,12 @@ from tagpipe.spacy_bridge.base import add_requirements
 from tagpipe.spacy_bridge.ner import NERComponent
 from tagpipe.spacy_bridge.tagger import TokenTaggerComponent
 
-EXTENSIONS = ((Span, "tagpipe_score"), (Token, "tagpipe_score"))
+EXTENSIONS = ((Span, "tagpipe_score"), (Token, "tagpipe_score"), (Doc, "tagpipe_tags"))
 
 
 def register_extensions() -> None:
-    """``Span._.tagpipe_score`` (entity confidence) and ``Token._.tagpipe_score`` (tag confidence)."""
+    """``Span._.tagpipe_score`` (entity confidence), ``Token._.tagpipe_score`` (tag confidence) and
+    ``Doc._.tagpipe_tags`` (a tagging model's tags, one per token)."""
     for cls, name in EXTENSIONS:
         if not cls.has_extension(name):
             cls.set_extension(name, default=None)
@@ -40,22 +41,25 @@ TRAINING_CONFIG: dict[str, Any] = {
     "device": "cpu",
     "scores": True,
     "precision": "fp32",  # bf16/fp16: the encoder under autocast at prediction
-    # used by initialize()/update() when spacy train builds the model; ignored for a trained model
+    # what initialize() builds when spacy train trains the component (a trained model names its own)
     "encoder": "tagpipe.bilstm.v1",
     "decoder": "tagpipe.crf.v1",
     "encoder_config": {},
     "decoder_config": {},
+    # kept so pipelines saved before spaCy's optimizer trained us still load; [training.optimizer] sets it now
     "lr": 2e-3,
 }
 
 
-def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, batch_size: int, device: str,
-             scores: bool, precision: str, encoder: str, decoder: str, encoder_config: dict[str, Any],
-             decoder_config: dict[str, Any], lr: float) -> NERComponent:
+def make_ner(nlp: Language, name: str, model: str | None, existing_ents: str, overwrite_ents: bool | None,
+             label_map: dict[str, str], batch_size: int, device: str, scores: bool, precision: str, encoder: str,
+             decoder: str, encoder_config: dict[str, Any], decoder_config: dict[str, Any], lr: float) -> NERComponent:
     """``model``: a tagpipe NER model folder (None: the embedded one, or what ``initialize`` trains);
-    ``existing_ents``: overwrite, merge or keep entities set by an earlier component."""
+    ``existing_ents``: overwrite, merge or keep entities set by an earlier component (``overwrite_ents``: spaCy's
+    name for it, true = overwrite, false = merge); ``label_map``: our label -> the label set on the doc."""
     _declare_requirements(nlp, model)
-    return NERComponent(nlp, name, model=model, existing_ents=existing_ents, batch_size=batch_size, device=device,
+    return NERComponent(nlp, name, model=model, existing_ents=existing_ents, overwrite_ents=overwrite_ents,
+                        label_map=label_map, batch_size=batch_size, device=device,
                         scores=scores, precision=precision, encoder=encoder, decoder=decoder,
                         encoder_config=encoder_config, decoder_config=decoder_config, lr=lr)
 
@@ -76,7 +80,8 @@ def _declare_requirements(nlp: Language, model: str | None) -> None:
     components: list[tuple[str, str]] = []
     if model and (Path(model) / CONFIG_FILE).is_file():
         config = read_model_config(model)
-        components = [("encoder", config["encoder"]["name"]), ("decoder", config["decoder"]["name"])]
+        components = [(part, config[part]["name"]) for part in ("encoder", "decoder")  # a bad config: Tagger.load says
+                      if isinstance(config.get(part), dict) and isinstance(config[part].get("name"), str)]
     add_requirements(nlp.meta, components)
 
 
@@ -86,7 +91,8 @@ def register_factories() -> None:
     register_extensions()
     Language.factory(
         "tagpipe_ner",
-        default_config={"model": None, "existing_ents": "overwrite", **TRAINING_CONFIG},
+        default_config={"model": None, "existing_ents": "overwrite", "overwrite_ents": None, "label_map": {},
+                        **TRAINING_CONFIG},
         assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.tagpipe_score"],
         default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
     )(make_ner)

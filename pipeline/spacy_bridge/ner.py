@@ -7,6 +7,11 @@ the predicted tag (forward-backward for a CRF), so it is comparable across entit
 - ``overwrite`` (default): ours replace them;
 - ``merge``: both are kept; where they overlap the longer span wins (ours on a tie);
 - ``keep``: theirs stay as they are; ours are added only where they overlap none of theirs.
+
+``overwrite_ents`` is the same choice under the name spaCy's ``entity_ruler`` / ``span_ruler`` use:
+true is ``overwrite``, false is ``merge``. ``label_map`` renames our labels as they are set
+(``{"PER": "PERSON", "LOC": "GPE"}``), so a CoNLL model can join an OntoNotes pipeline with one label
+scheme in ``doc.ents``; training inside spaCy maps the gold labels back.
 """
 
 from __future__ import annotations
@@ -33,12 +38,21 @@ class NERComponent(TaggerComponent):
     task = "ner"
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, scores: bool = True,
-                 existing_ents: str = "overwrite", **config: Any) -> None:
+                 existing_ents: str = "overwrite", overwrite_ents: bool | None = None,
+                 label_map: dict[str, str] | None = None, **config: Any) -> None:
         if existing_ents not in EXISTING_ENTS:
             raise ValueError(f"{name}: existing_ents must be one of {', '.join(EXISTING_ENTS)}, not {existing_ents!r}")
-        super().__init__(nlp, name, model=model, scores=scores, existing_ents=existing_ents, **config)
+        if overwrite_ents is not None:
+            existing_ents = "overwrite" if overwrite_ents else "merge"
+        label_map = dict(label_map or {})
+        if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in label_map.items()):
+            raise ValueError(f"{name}: label_map must map label names to label names, not {label_map!r}")
+        super().__init__(nlp, name, model=model, scores=scores, existing_ents=existing_ents, label_map=label_map,
+                         **config)
         self.scores = scores
         self.existing_ents = existing_ents
+        self.label_map = label_map
+        self._unmap = {v: k for k, v in label_map.items()}
 
     def default_model(self) -> Path | None:
         from tagpipe.defaults import default_model_path
@@ -47,8 +61,14 @@ class NERComponent(TaggerComponent):
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The entity types the model predicts."""
-        return tuple(sorted({tag[2:] for tag in self.model_labels() if tag != "O"}))
+        """The entity types the component sets (the model's, renamed by ``label_map``)."""
+        return tuple(sorted({self.label_map.get(tag[2:], tag[2:]) for tag in self.model_labels() if tag != "O"}))
+
+    def label_names(self) -> tuple[str, ...]:
+        return self.labels
+
+    def labels_for(self, names: Sequence[str]) -> list[str]:
+        return [f"{prefix}-{self._unmap.get(name, name)}" for name in names for prefix in "BIES"]
 
     def set_annotations(self, docs: list[Doc]) -> None:
         from tagpipe.corpora.schemes import tags_to_spans
@@ -58,7 +78,7 @@ class NERComponent(TaggerComponent):
         scores: dict[int, float] = {}  # id(span) -> score, set once we know which spans stay
         for (doc, offset, _), sent_tags, sent_probs in zip(segments, tags, probs, strict=True):
             for start, end, label in tags_to_spans(sent_tags, self.tagger.scheme or "iob2"):
-                span = Span(doc, offset + start, offset + end, label=label)
+                span = Span(doc, offset + start, offset + end, label=self.label_map.get(label, label))
                 if sent_probs:
                     scores[id(span)] = float(sum(sent_probs[start:end]) / (end - start))
                 found[id(doc)].append(span)
@@ -80,13 +100,14 @@ class NERComponent(TaggerComponent):
             elif tag == "O":
                 out.append("O")
             else:
-                out.append(f"{BILUO_TO_BIOES[tag[0]]}-{tag[2:]}")
+                out.append(f"{BILUO_TO_BIOES[tag[0]]}-{self._unmap.get(tag[2:], tag[2:])}")
         return out
 
     def labels_from_examples(self, examples: Sequence[Example]) -> list[str]:
         from tagpipe.model import span_labels
 
-        return span_labels(sorted({e.label_ for ex in examples for e in ex.reference.ents}), "bioes")
+        return span_labels(sorted({self._unmap.get(e.label_, e.label_) for ex in examples for e in ex.reference.ents}),
+                           "bioes")
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
         """``ents_p``, ``ents_r``, ``ents_f`` and ``ents_per_type``, as spaCy's own ``ner`` reports."""
