@@ -348,3 +348,27 @@ def test_bf16_precision_finds_the_same_entities(model, tmp_path):
     assert all(span in outputs["bf16"][doc] for doc, span, score in fp32 if score >= 0.5)
     found = sum(span in outputs["bf16"][doc] for doc, span, _ in fp32)
     assert found >= 0.95 * len(fp32) and sum(map(len, outputs["bf16"])) <= len(fp32) + 0.05 * len(fp32)
+
+
+def test_confidences_survive_a_spacy_docbin_and_show_in_the_html(tmp_path):
+    """The embedded model (CoNLL labels PER/LOC/ORG/MISC): .spacy keeps Span._.tagpipe_score, the HTML
+    page gives each entity a tooltip with its confidence and every label a colour of its own."""
+    import re
+
+    import spacy
+    from spacy.tokens import DocBin
+
+    source = REPO / "corpora" / "samples" / "news.txt"
+    result = annotate(str(source), "-o", str(tmp_path / "out.spacy"), "--html", str(tmp_path / "out.html"), "-q")
+    assert result.exit_code == 0, result.output
+    assert annotate(str(source), "-o", str(tmp_path / "out.jsonl"), "-q").exit_code == 0
+    expected = [[(e["text"], e["label"], e["score"]) for e in r["entities"]] for r in records(tmp_path / "out.jsonl")]
+    docs = list(DocBin().from_disk(tmp_path / "out.spacy").get_docs(spacy.blank("en").vocab))
+    found = [[(e.text, e.label_, round(e._.tagpipe_score, 4)) for e in doc.ents] for doc in docs]
+    assert found == expected and any(found)
+    page = (tmp_path / "out.html").read_text(encoding="utf-8")
+    marks = re.findall(r'<mark class="entity" title="([A-Z]+), confidence ([0-9.]+)" style="background: ([^;]+);', page)
+    assert len(marks) == sum(len(doc) for doc in expected)
+    colours = {label: colour for label, _, colour in marks}
+    assert {"PER", "LOC", "ORG", "MISC"} <= set(colours)
+    assert len(set(colours.values())) == len(colours) and "#ddd" not in colours.values()  # none left grey

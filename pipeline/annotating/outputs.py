@@ -16,7 +16,8 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,13 +64,22 @@ def encode_spacy(doc: Any, item: Item) -> bytes:
     """A one-doc DocBin, length-prefixed; the partial file is a sequence of them."""
     from spacy.tokens import DocBin
 
-    data = DocBin(docs=[doc]).to_bytes()
+    data = DocBin(docs=[doc], store_user_data=True).to_bytes()  # user data: extension values (confidences)
     return _BLOB.pack(len(data)) + data
 
 
 def encode_html(doc: Any, item: Item) -> bytes:
     """displaCy's manual entity format, one JSON object a line, rendered into pages at the end."""
-    ents = [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in doc.ents]
+    from spacy.tokens import Span
+
+    scored = Span.has_extension("tagpipe_score")
+    ents = []
+    for e in doc.ents:
+        ent = {"start": e.start_char, "end": e.end_char, "label": e.label_}
+        score = e._.tagpipe_score if scored else None
+        if score is not None:
+            ent["score"] = round(float(score), 4)
+        ents.append(ent)
     return (json.dumps({"text": doc.text, "ents": ents, "title": str(item.id)}) + "\n").encode("utf-8")
 
 
@@ -154,9 +164,9 @@ class SpacyOutput(Output):
     def finalize(self) -> None:
         from spacy.tokens import DocBin
 
-        merged = DocBin()
+        merged = DocBin(store_user_data=True)
         for blob in _blobs(self.partial):
-            merged.merge(DocBin().from_bytes(blob))
+            merged.merge(DocBin(store_user_data=True).from_bytes(blob))
         write_atomically(self.target, merged.to_bytes())
         self.partial.unlink()
 
@@ -180,20 +190,53 @@ class HtmlOutput(Output):
         return self.target / f"page-{number:04d}.html"
 
     def finalize(self) -> None:
-        from spacy import displacy
 
         pages = []
         with open(self.partial, "rb") as lines:
             while chunk := [_escaped(json.loads(line)) for _, line in zip(range(self.page_size), lines,
                                                                             strict=False)]:
                 path = self.page_path(len(pages) + 1)
-                write_atomically(path, displacy.render(chunk, style="ent", manual=True, page=True, minify=True))
+                write_atomically(path, render_page(chunk))
                 pages.append(path)
         if not self.is_file:
             links = "\n".join(f'<li><a href="{html.escape(p.name)}">{html.escape(p.name)}</a></li>' for p in pages)
             write_atomically(self.target / "index.html",
                              f"<!DOCTYPE html>\n<html><body><ul>\n{links}\n</ul></body></html>\n")
         self.partial.unlink()
+
+
+#: marks each entity in our displaCy template; replaced, in order, by the entity's tooltip
+_TITLE_SLOT = "{{tagpipe-title}}"
+#: colours for labels displaCy has none for (CoNLL's PER, MISC, a plugin's labels): stable per label
+_PALETTE = ("#f4a582", "#92c5de", "#c2a5cf", "#a6dba0", "#fddbc7", "#d1e5f0", "#e7d4e8", "#d9f0d3", "#fee08b",
+            "#c7eae5")
+
+
+def label_colors(labels: Iterable[str]) -> dict[str, str]:
+    """A colour for every label: displaCy's own where it has one, else one picked from the label's name."""
+    from spacy.displacy.render import DEFAULT_LABEL_COLORS
+
+    return {label.upper(): DEFAULT_LABEL_COLORS.get(label.upper()) or
+            _PALETTE[zlib.crc32(label.upper().encode()) % len(_PALETTE)] for label in labels}
+
+
+def render_page(entries: list[dict[str, Any]]) -> str:
+    """displaCy entity markup for ``entries`` (already escaped), every label coloured, each entity with a
+    tooltip giving its label and confidence."""
+    from spacy import displacy
+    from spacy.displacy.templates import TPL_ENT
+
+    labels = {ent["label"] for entry in entries for ent in entry["ents"]}
+    template = TPL_ENT.replace('<mark class="entity"', f'<mark class="entity" title="{_TITLE_SLOT}"', 1)
+    rendered = displacy.render(entries, style="ent", manual=True, page=True, minify=True,
+                               options={"colors": label_colors(labels), "template": template})
+    titles = [ent["label"] + (f", confidence {ent['score']:.2f}" if "score" in ent else "")
+              for entry in entries for ent in entry["ents"]]
+    slot = _TITLE_SLOT.replace("{{", "{").replace("}}", "}")
+    pieces = rendered.split(slot)
+    if len(pieces) != len(titles) + 1:  # displaCy skipped or split an entity: no tooltips rather than wrong ones
+        return rendered.replace(f' title="{slot}"', "")
+    return "".join(piece + (titles[i] if i < len(titles) else "") for i, piece in enumerate(pieces))
 
 
 def _escaped(page: dict[str, Any]) -> dict[str, Any]:
