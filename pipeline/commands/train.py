@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from tagpipe.training.settings import read_config_file
+from tagpipe.training.settings import check_output, check_values, read_config_file
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -84,7 +84,13 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
               help="NER sentences whose tags break --scheme: repair (read leniently) or drop.")
 @click.option("--save-dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
               show_default=True, help="Weight dtype in the saved model.")
-@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.")
+@click.option("--max-sentence-length", type=int, default=1000, show_default=True,
+              help="Refuse (file:line) a training or dev sentence of more tokens than this.")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint, if it was made by this run: the "
+              "same settings and the same corpora (by content).")
+@click.option("--allow-change", default="epochs,patience", show_default=True,
+              help="With --resume: settings that may differ from the checkpoint's (of epochs, patience, average, "
+                   "save-dtype, max-sentence-length, compile, grad-checkpointing; 'none': none).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, **options) -> None:
@@ -94,4 +100,6 @@ def train(ctx: click.Context, **options) -> None:
     batch (see docs/scaling.md)."""
     from tagpipe.tasks import Options, get_task
 
+    check_values(options)  # before any file is read or model built, whatever the task
+    check_output(options["output"], {"--train": options["train"], "--dev": options["dev"]})
     get_task(options["task"]).train(Options.from_context(ctx, options))

@@ -5,7 +5,8 @@ Each cell (encoder, decoder, seed) trains with the same :class:`~tagpipe.trainin
 ``tagpipe evaluate`` reads), is scored on the test corpus and timed
 (:mod:`tagpipe.compare.measuring`), and writes ``result.json`` there. A cell with a
 ``result.json`` is finished and a later run skips it, so an interrupted grid resumes; a cell
-interrupted mid-training resumes from its ``checkpoint/``. The report
+interrupted mid-training resumes from its ``checkpoint/`` when that is whole and was made with the
+cell's settings and corpora (``tagpipe.training.checkpoints``); otherwise the cell trains afresh. The report
 (:mod:`tagpipe.compare.report`) covers every finished cell under ``OUTPUT/runs``, so a second run
 with other encoders (and settings of their own) adds rows to the same table: ``compare.md``,
 ``compare.json`` and ``compare.png``.
@@ -32,6 +33,8 @@ from tagpipe.training.settings import TrainSettings
 RUN_ONLY = ("output", "seed", "device", "threads")
 #: settings every row of one table shares (plus the test corpus)
 CORPUS_KEYS = ("train", "dev", "format", "task", "scheme", "tag_column", "lang")
+#: every setting's default: a result.json written before a setting existed was trained with its default
+_DEFAULTS = TrainSettings().to_dict()
 
 
 def run_compare(grid: Grid, *, log: Log = print, warn: Log = print, progress: bool = True) -> dict[str, Any]:
@@ -133,7 +136,7 @@ def _check_results(grid: Grid, cells: list[Cell], settings: dict[Cell, TrainSett
         if name in retrained:
             continue
         row = (result.get("encoder"), result.get("decoder"))
-        then = {**comparable(result.get("settings", {})), "test": result.get("test_corpus")}
+        then = {**comparable(_DEFAULTS), **comparable(result.get("settings", {})), "test": result.get("test_corpus")}
         if row in rows:
             diff = differences(rows[row], then)
         else:
@@ -153,7 +156,7 @@ def run_cell(cell: Cell, settings: TrainSettings, test: Sequence[Sentence], grid
     from tagpipe.training.loop import Trainer
 
     folder = Path(settings.output)
-    resume = not grid.force and _resumable(folder, settings)
+    resume = not grid.force and _resumable(folder, settings, lambda line: log(f"[{cell.name}] {line}"))
     if not resume and folder.exists():
         shutil.rmtree(folder)  # a stale model must not pass for this run's
     trained = Trainer(settings, resume=resume, log=lambda line: log(f"[{cell.name}] {line}"), progress=progress).run()
@@ -182,14 +185,23 @@ def run_cell(cell: Cell, settings: TrainSettings, test: Sequence[Sentence], grid
     return result
 
 
-def _resumable(folder: Path, settings: TrainSettings) -> bool:
-    """An interrupted cell whose checkpoint was made with these settings."""
-    from tagpipe.training.loop import CHECKPOINT_DIR, STATE_FILE
+def _resumable(folder: Path, settings: TrainSettings, log: Log) -> bool:
+    """An interrupted cell whose checkpoint is whole (its manifest verified) and was made with these settings
+    (``RUN_ONLY`` apart) and corpora. Nothing of the checkpoint is loaded here: the trainer does that, reading
+    data only. A checkpoint that fails a check is not resumed: the cell trains afresh."""
+    from tagpipe.training import checkpoints
 
-    checkpoint = folder / CHECKPOINT_DIR
-    try:
-        config = json.loads((checkpoint / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    if not any((folder / name).is_dir()
+               for name in (checkpoints.CHECKPOINT_DIR, checkpoints.STAGING_DIR, checkpoints.PREVIOUS_DIR)):
         return False
-    then = config.get("meta", {}).get("settings", {})
-    return (checkpoint / STATE_FILE).is_file() and comparable(then) == comparable(settings.to_dict())
+    try:
+        checkpoint = checkpoints.recover(folder, log)
+        if checkpoint is None:
+            return False
+        manifest = checkpoints.read_manifest(checkpoint)
+        data = checkpoints.data_fingerprints(settings.train, settings.dev)
+    except TagpipeError as exc:
+        log(f"not resumed, trained afresh: {exc}")
+        return False
+    _, refused = checkpoints.changes(manifest, settings.to_dict(), data, allow=RUN_ONLY)
+    return not refused

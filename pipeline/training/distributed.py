@@ -12,14 +12,22 @@ the mean loss over the global batch: every rank takes the step one process would
 batch. Rank 0 alone evaluates, logs and writes the model (see ``docs/scaling.md``).
 
 Only ``torch.distributed`` and DDP are used, imported lazily; outside torchrun nothing here does
-anything.
+anything. Variables inherited from elsewhere (a shell that exported ``WORLD_SIZE`` and ``MASTER_PORT``)
+start nothing: a process group is joined only when torchrun launched the process (it sets
+``TORCHELASTIC_RUN_ID`` beside ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``) or ``TAGPIPE_DISTRIBUTED=1``
+asks for it (another launcher: ``srun``, ``mpirun``); otherwise one warning line says they are
+ignored. Under torchrun the ranks connect to the store torchrun's agent hosts; when rank 0 hosts it, it
+listens on ``MASTER_ADDR`` only, never on every interface.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
+import socket
+import sys
 import tempfile
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -30,6 +38,13 @@ from typing import Any
 import torch
 
 from tagpipe.errors import TagpipeError
+
+#: ``1``: join a process group from WORLD_SIZE / RANK / LOCAL_RANK / MASTER_ADDR / MASTER_PORT set by a
+#: launcher other than torchrun (without it, only torchrun's variables start one)
+OPT_IN_ENV = "TAGPIPE_DISTRIBUTED"
+#: what torchrun sets in every process it launches, beside WORLD_SIZE / RANK / LOCAL_RANK
+TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
+LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 #: a folder: every rank appends one JSON line per optimizer step (global loss, parameter digest) to
 #: ``rank{R}.jsonl`` and saves its parameters after the first step as ``rank{R}-step1.pt`` (tests)
@@ -55,20 +70,42 @@ class Context:
 
 
 SINGLE = Context()
+_warned: set[str] = set()  # the inherited launch variables already reported
+
+
+def launched() -> bool:
+    """Whether this process is one rank of several: started by torchrun (``TORCHELASTIC_RUN_ID`` set
+    beside ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``) or with ``TAGPIPE_DISTRIBUTED=1``, and
+    ``WORLD_SIZE`` above 1. Variables merely inherited from the environment do not count."""
+    if _env_int("WORLD_SIZE", 1) <= 1:
+        return False
+    if os.environ.get(OPT_IN_ENV, "") not in ("", "0"):
+        return True
+    return bool(os.environ.get(TORCHRUN_ENV)) and all(os.environ.get(v) for v in ("RANK", "LOCAL_RANK"))
 
 
 def is_main() -> bool:
-    """Whether this process should log and write files: rank 0 under torchrun, or a plain run."""
-    return _env_int("RANK", 0) == 0
+    """Whether this process should log and write files: rank 0 under torchrun, or a plain run (one that
+    inherited WORLD_SIZE above 1 and RANK without being launched is a plain run: :func:`setup`)."""
+    return _env_int("RANK", 0) == 0 or (_env_int("WORLD_SIZE", 1) > 1 and not launched())
 
 
 def setup(device: torch.device) -> tuple[Context, torch.device]:
-    """Join the process group when launched by torchrun with more than one process.
+    """Join the process group when launched by torchrun (or with ``TAGPIPE_DISTRIBUTED=1``) with more
+    than one process; inherited ``WORLD_SIZE`` & co. outside torchrun get one warning line and a
+    single-process run.
 
     Returns the context and the device this rank trains on: ``cuda:LOCAL_RANK`` when ``device``
     is a CUDA device (backend nccl), the CPU otherwise (backend gloo)."""
     world_size, rank, local_rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if world_size <= 1:
+        return SINGLE, device
+    if not launched():
+        stray = ", ".join(f"{v}={os.environ[v]}" for v in LAUNCH_VARIABLES if os.environ.get(v))
+        if stray not in _warned:  # once per process (compare trains many cells)
+            _warned.add(stray)
+            print(f"warning: {stray} ignored: not launched by torchrun ({TORCHRUN_ENV} unset); training in one "
+                  f"process ({OPT_IN_ENV}=1 joins a process group)", file=sys.stderr, flush=True)
         return SINGLE, device
     if not 0 <= rank < world_size:
         raise TagpipeError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
@@ -81,13 +118,41 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
         torch.cuda.set_device(device)
     owns = not dist.is_initialized()
     if owns:
-        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
         if missing:
             raise TagpipeError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} unset: start with torchrun")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            dist.init_process_group(backend)  # env://: torchrun's agent hosts the store, this rank connects
+        else:
+            dist.init_process_group(backend, store=rendezvous_store(rank, world_size), rank=rank,
+                                    world_size=world_size)
     elif dist.get_world_size() != world_size:
         raise TagpipeError(f"the process group has {dist.get_world_size()} processes, WORLD_SIZE says {world_size}")
     return Context(world_size, rank, local_rank, owns), device
+
+
+def rendezvous_store(rank: int, world_size: int, timeout: datetime.timedelta = datetime.timedelta(minutes=10)):
+    """The TCP store of the process group at ``MASTER_ADDR:MASTER_PORT``: rank 0 hosts it, listening on
+    that address alone (torch's own rendezvous listens on every interface), the others connect."""
+    from torch.distributed import TCPStore
+
+    host, port = os.environ["MASTER_ADDR"], _env_int("MASTER_PORT", 0)
+    if rank != 0:
+        return TCPStore(host, port, world_size, is_master=False, timeout=timeout)
+    listener = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen()
+    except OSError as exc:
+        if listener is not None:
+            listener.close()
+        raise TagpipeError(f"MASTER_ADDR={host} MASTER_PORT={port}: cannot listen there ({exc.strerror or exc})"
+                           ) from None
+    return TCPStore(host, port, world_size, is_master=True, timeout=timeout, master_listen_fd=listener.detach())
 
 
 def teardown(context: Context) -> None:
@@ -109,10 +174,7 @@ def exit_launched_process() -> None:
     exception") while Python tears itself down, even after ``destroy_process_group``
     (pytorch/pytorch#179291); that turns a finished run into a failed rank. By now the model and
     checkpoint are written and every rank has passed the final barrier."""
-    import os
-    import sys
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

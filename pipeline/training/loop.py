@@ -2,8 +2,9 @@
 
 Layout of the output folder: the folder itself is always the best model so far (every file
 replaced atomically, so it stays loadable whatever happens), and ``checkpoint/`` holds the
-last epoch's model plus ``trainer_state.pt`` (optimizer, schedule, RNG, history) for
-``--resume``. Nothing here imports spaCy, so training runs where only torch is installed.
+last epoch's model plus ``trainer_state.pt`` (optimizer, schedule, RNG, history) and a manifest for
+``--resume`` (``pipeline/training/checkpoints.py``: data only, swapped in whole, refused to another
+run's settings or data). Nothing here imports spaCy, so training runs where only torch is installed.
 Under ``torchrun`` the same loop trains data-parallel (``pipeline/training/distributed.py``): each rank
 takes its slice of every global batch, the loss runs through ``DistributedDataParallel`` (which
 all-reduces the gradients during the backward pass), and rank 0 alone evaluates, logs and writes
@@ -22,28 +23,18 @@ from typing import Any
 
 import torch
 
-from tagpipe.corpora.io import replacing
 from tagpipe.corpora.schemes import convert
 from tagpipe.corpora.types import Sentence
 from tagpipe.data import entity_types, labelled_sentences
+from tagpipe.devices import resolve_device
 from tagpipe.errors import TagpipeError
 from tagpipe.evaluation import entity_scores, token_accuracy
 from tagpipe.memory import return_freed_memory
 from tagpipe.model import Tagger, span_labels, to_device
-from tagpipe.training import distributed
-from tagpipe.training.settings import TrainSettings
-
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "trainer_state.pt"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TagpipeError(f"--device {name}: CUDA is not available on this machine")
-    return device
+from tagpipe.training import checkpoints, distributed
+from tagpipe.training.checkpoints import CHECKPOINT_DIR, kill_point
+from tagpipe.training.checkpoints import STATE_FILE as STATE_FILE  # where it always was, for callers
+from tagpipe.training.settings import TrainSettings, check_lengths
 
 
 def seed_everything(seed: int) -> None:
@@ -101,6 +92,7 @@ class Trainer:
         self.invalid_counts: dict[str, dict[str, int]] = {}  # corpus -> {"repaired": n, "dropped": n}
         self.dist = distributed.SINGLE  # set by run(): this process's rank under torchrun
         self.trace: distributed.StepTrace | None = None
+        self.data: dict[str, Any] = {}  # set by run(): size and sha256 of the corpora, for the checkpoints
 
     # -- data ----------------------------------------------------------------------------
     def _read(self, path: str) -> list[Sentence]:
@@ -112,6 +104,7 @@ class Trainer:
             if counts.get(action):
                 self.log(f"{path}: {counts[action]} sentences whose tags break {s.scheme.upper()} {action}")
         self.invalid_counts[str(path)] = counts
+        check_lengths(sentences, s.max_sentence_length, path)
         return sentences
 
     def _internal_tags(self, sentence: Sentence) -> list[str]:
@@ -130,6 +123,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train; under torchrun every rank calls this and all return the same result."""
+        self.settings.check_output()  # before anything is read or built
         self.dist, self.device = distributed.setup(self.device)
         if not self.dist.is_main:
             self.log, self.progress = (lambda _: None), False
@@ -146,12 +140,12 @@ class Trainer:
         if self.device.type == "cpu":
             return_freed_memory()  # activations live in host memory: keep RSS at what is alive (pipeline/memory.py)
         seed_everything(s.seed)
+        self.data = checkpoints.data_fingerprints(s.train, s.dev)
+        model, state, accepted = self._resume() if self.resume else (None, None, {})
         train = self._read(s.train)
         dev = self._read(s.dev) if s.dev else None
         train_tags = [self._internal_tags(x) for x in train]
-        state = self._load_state() if self.resume else None
         if state is not None:
-            model = Tagger.load(self.output / CHECKPOINT_DIR, device=self.device)
             self.log(f"resuming from {self.output / CHECKPOINT_DIR} after epoch {state['epoch']}")
         else:
             if s.task == "ner":
@@ -181,15 +175,14 @@ class Trainer:
         first_epoch = 1
         rng = random.Random(s.seed)
         if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            scaler.load_state_dict(state["scaler"])
-            history, best, top = state["history"], state["best"], state["top"]
-            rng.setstate(state["python_rng"])
-            ranks = state.get("torch_rng_ranks") or []
-            torch.set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["torch_rng"])
+            history, best, top = checkpoints.restore(state, optimizer, schedule, scaler, rng, self.dist.rank,
+                                                     self.dist.world_size)
             first_epoch = state["epoch"] + 1
         model.meta["settings"] = s.to_dict()
+        if accepted:  # the settings of the epochs before the resume, as far as they differ
+            self.log("--resume: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in accepted.items()))
+            model.meta["resumed"] = [*model.meta.get("resumed", []), {"after_epoch": state["epoch"],
+                                                                      "changed": accepted}]
         if any(self.invalid_counts.get(str(p)) for p in (s.train, s.dev) if p):
             model.meta["invalid_tags"] = {p: c for p, c in self.invalid_counts.items() if any(c.values())}
         ranks = f" x {self.dist.world_size} ranks" if self.dist.enabled else ""
@@ -218,6 +211,7 @@ class Trainer:
                     bad_epochs = 0
                     model.meta.update(best_dev=record, history=history)
                     model.save(self.output, dtype=_dtype(s.save_dtype))
+                    kill_point("best-model")
                 else:
                     bad_epochs += 1
                 if s.average:
@@ -345,23 +339,21 @@ class Trainer:
     # -- resume --------------------------------------------------------------------------
     def _save_state(self, model, optimizer, schedule, scaler, epoch, history, best, top, rng,
                     torch_rngs: list[torch.Tensor] | None = None) -> None:
-        folder = self.output / CHECKPOINT_DIR
-        model.save(folder)
-        state = {
+        state = {  # plain data only: --resume reads it with torch.load(weights_only=True)
             "epoch": epoch, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(), "history": history, "best": best, "top": top,
             "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
             "torch_rng_ranks": torch_rngs if torch_rngs and len(torch_rngs) > 1 else None,  # one per rank
-            "settings": self.settings.to_dict(),
         }
-        with replacing(folder / STATE_FILE) as tmp:
-            torch.save(state, tmp)
+        checkpoints.save(self.output, model, state, settings=self.settings.to_dict(), data=self.data)
 
-    def _load_state(self) -> dict[str, Any] | None:
-        path = self.output / CHECKPOINT_DIR / STATE_FILE
-        if not path.is_file():
-            raise TagpipeError(f"--resume: no checkpoint at {path}")
-        return torch.load(path, map_location="cpu", weights_only=False)
+    def _resume(self) -> tuple[Tagger, dict[str, Any], dict[str, list[Any]]]:
+        """The checkpoint's model, trainer state and the setting changes accepted (checkpoints.load)."""
+        if self.dist.is_main:  # a save killed between its renames: rank 0 alone puts the checkpoint back
+            checkpoints.recover(self.output, self.log)
+        distributed.broadcast(None, self.dist)  # the other ranks wait for it
+        return checkpoints.load(self.output, settings=self.settings.to_dict(), data=self.data,
+                                allow=self.settings.allow_change, device=self.device)
 
 
 def _dtype(name: str) -> torch.dtype | None:

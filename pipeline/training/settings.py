@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from tagpipe.errors import TagpipeError, check_config_keys
+from tagpipe.corpora.types import Sentence
+from tagpipe.errors import CorpusError, TagpipeError, check_config_keys
 
 ENCODER_ALIASES = {"bilstm": "tagpipe.bilstm.v1", "bert": "tagpipe.bert.v1"}
 DECODER_ALIASES = {
@@ -21,6 +26,23 @@ DECODER_ALIASES = {
 
 OPTIMIZERS = ("adamw", "adafactor", "sgd")
 OPTIMIZER_ALIASES = {"adam": "adamw"}
+
+#: a field's metadata: a ``--config`` key that ``train`` has no flag for (messages name it by its key)
+CONFIG_KEY = {"flag": False}
+#: settings that decide how long a run goes on or how it writes, not what it trained: ``--resume`` may
+#: accept a change to these when ``allow_change`` names them (by default ``epochs`` and ``patience``)
+MAY_CHANGE_ON_RESUME = ("epochs", "patience", "average", "save_dtype", "max_sentence_length", "compile",
+                        "grad_checkpointing")
+#: where and how fast a run goes: never compared on ``--resume``
+RUN_PLACE = ("output", "device", "threads")
+#: what ``check_values`` checks: (whole number, lowest value, lowest value allowed itself, None allowed)
+_LIMITS: dict[str, tuple[bool, float, bool, bool]] = {
+    "epochs": (True, 1, True, False), "batch_size": (True, 1, True, False), "accumulate": (True, 1, True, False),
+    "max_sentence_length": (True, 1, True, False), "patience": (True, 0, True, False),
+    "average": (True, 0, True, False), "threads": (True, 1, True, True), "seed": (True, -math.inf, True, False),
+    "lr": (False, 0, False, False), "encoder_lr": (False, 0, False, True), "weight_decay": (False, 0, True, False),
+    "warmup": (False, 0, True, False), "lr_final": (False, 0, True, False), "clip": (False, 0, True, False),
+}
 
 
 @dataclass
@@ -37,8 +59,8 @@ class TrainSettings:
     lang: str = "en"
     encoder: str = "bilstm"
     decoder: str = "crf"
-    encoder_config: dict[str, Any] = field(default_factory=dict)
-    decoder_config: dict[str, Any] = field(default_factory=dict)
+    encoder_config: dict[str, Any] = field(default_factory=dict, metadata=CONFIG_KEY)
+    decoder_config: dict[str, Any] = field(default_factory=dict, metadata=CONFIG_KEY)
     pretrained: str | None = None  # a local HF model folder: sets encoder_config["pretrained"]
     epochs: int = 30
     batch_size: int = 32  # sentences per forward pass; a step sees batch_size * accumulate (global under torchrun)
@@ -46,10 +68,10 @@ class TrainSettings:
     lr: float = 2e-3
     encoder_lr: float | None = None  # pretrained encoder weights (a transformer); None: --lr
     optimizer: str = "adamw"  # adamw (alias adam), adafactor or sgd
-    weight_decay: float = 0.0
-    warmup: float = 0.02  # fraction of all steps spent warming the learning rate up
-    lr_final: float = 0.1  # learning rate at the end, as a fraction of --lr (linear decay)
-    clip: float = 5.0
+    weight_decay: float = field(default=0.0, metadata=CONFIG_KEY)
+    warmup: float = field(default=0.02, metadata=CONFIG_KEY)  # fraction of all steps spent warming the lr up
+    lr_final: float = field(default=0.1, metadata=CONFIG_KEY)  # final lr, as a fraction of --lr (linear decay)
+    clip: float = field(default=5.0, metadata=CONFIG_KEY)
     patience: int = 8
     average: int = 0  # average the weights of the K best dev checkpoints at the end
     seed: int = 0
@@ -60,26 +82,35 @@ class TrainSettings:
     compile: bool = False  # torch.compile the encoder
     invalid_tags: str = "repair"  # sentences whose gold tags break --scheme: repair or drop (NER)
     save_dtype: str = "float32"
+    max_sentence_length: int = 1000  # a longer training or dev sentence is refused (file:line), not trained on
+    #: ``--resume`` only: settings of MAY_CHANGE_ON_RESUME that may differ from the checkpoint's. Not a
+    #: training setting: left out of ``to_dict()`` (the model's ``meta.settings``, the checkpoint's manifest)
+    allow_change: tuple[str, ...] | str = ("epochs", "patience")
 
     def __post_init__(self) -> None:
         self.encoder = ENCODER_ALIASES.get(self.encoder, self.encoder)
         self.decoder = DECODER_ALIASES.get(self.decoder, self.decoder)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise TagpipeError("--epochs and --batch-size must be at least 1")
+        check_values(asdict(self))
+        self.allow_change = parse_allow_change(self.allow_change)
         if self.precision not in {"fp32", "bf16", "fp16"}:
             raise TagpipeError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}")
         self.optimizer = OPTIMIZER_ALIASES.get(self.optimizer, self.optimizer)
         if self.optimizer not in OPTIMIZERS:
             raise TagpipeError(f"--optimizer must be one of {', '.join(OPTIMIZERS)} (or adam), not {self.optimizer!r}")
-        if self.accumulate < 1:
-            raise TagpipeError("--accumulate must be at least 1")
         if self.invalid_tags not in {"repair", "drop"}:
             raise TagpipeError(f"--invalid-tags must be repair or drop, not {self.invalid_tags!r}")
         if self.pretrained:
             self.encoder_config = {**self.encoder_config, "pretrained": self.pretrained}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The training settings (``allow_change``, a resume option, left out)."""
+        values = asdict(self)
+        del values["allow_change"]
+        return values
+
+    def check_output(self) -> None:
+        """:func:`check_output` for this run's ``--output`` and corpora."""
+        check_output(self.output, {"--train": self.train, "--dev": self.dev})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
@@ -101,3 +132,87 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise TagpipeError(f"{path}: expected an object of settings")
     return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def option_name(key: str) -> str:
+    """How messages name a setting: ``--batch-size``, or the ``--config`` key of one without a flag."""
+    spec = {f.name: f for f in fields(TrainSettings)}.get(key)
+    if spec is not None and spec.metadata.get("flag") is False:
+        return key
+    return "--" + key.replace("_", "-")
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """Refuse a numeric setting no run can use (``--lr nan``, ``--threads 0``, ``--epochs 0``, ...) in one line
+    naming the option. Only the keys present are checked; ``TrainSettings`` checks its own on construction and
+    ``tagpipe train`` the command's options before any file is read."""
+    for key, (whole, low, inclusive, optional) in _LIMITS.items():
+        if key not in values or (optional and values[key] is None):
+            continue
+        value = values[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (whole and not isinstance(value, int)):
+            raise TagpipeError(f"{option_name(key)} {value!r}: expected {'a whole number' if whole else 'a number'}")
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            bound = f"at least {low:g}" if inclusive else f"above {low:g}"
+            raise TagpipeError(f"{option_name(key)} {value}: must be {'' if whole else 'a finite number '}{bound}")
+
+
+def check_lengths(sentences: Sequence[Sentence], limit: int, path: str | Path) -> None:
+    """Refuse a corpus with a sentence of more than ``limit`` tokens (``--max-sentence-length``), naming the
+    file and line of the first one: one such sentence used to cost minutes and gigabytes before any batch."""
+    too_long = [i for i, x in enumerate(sentences) if len(x) > limit]
+    if not too_long:
+        return
+    first = sentences[too_long[0]]
+    more = f" ({len(too_long)} sentences are)" if len(too_long) > 1 else ""
+    reason = (f"a sentence of {len(first):,} tokens, longer than --max-sentence-length {limit}{more}: split it, "
+              "or raise the limit")
+    if first.line is None:
+        raise TagpipeError(f"{path}: sentence {too_long[0] + 1}: {reason}")
+    raise CorpusError(first.source or str(path), first.line, reason)
+
+
+def parse_allow_change(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``--allow-change epochs,patience`` (or a list in a config file) as setting names; ``none`` is none."""
+    if value is None:
+        return ()
+    names = value.split(",") if isinstance(value, str) else list(value)
+    keys = tuple(dict.fromkeys(str(n).strip().replace("-", "_") for n in names if str(n).strip()))
+    keys = tuple(k for k in keys if k != "none")
+    wrong = [k for k in keys if k not in MAY_CHANGE_ON_RESUME]
+    if wrong:
+        wrong, allowed = (", ".join(k.replace("_", "-") for k in keys) for keys in (wrong, MAY_CHANGE_ON_RESUME))
+        raise TagpipeError(f"--allow-change {wrong}: only {allowed} may change on --resume (the others decide "
+                           "what the checkpoint's model and optimizer already are)")
+    return keys
+
+
+def check_output(output: str | Path, inputs: Mapping[str, str | None] | None = None) -> None:
+    """Refuse an ``--output`` that training could not write, before any data is read or model built: an existing
+    file (an input file above all), a path inside an input file, a folder this process cannot create files in.
+    ``inputs`` maps an option (``--train``) to its path. Nothing is created."""
+    out = Path(output).absolute()
+    inputs = inputs or {}
+    files = {flag: Path(p).absolute() for flag, p in inputs.items() if p and str(p) != "-" and Path(p).is_file()}
+    if out.exists() and not out.is_dir():
+        flag = next((f for f, p in files.items() if _same_file(p, out)), None)
+        raise TagpipeError(f"--output {output}: " + (f"is the {flag} file" if flag else "a file, not a model folder"))
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        flag = next((f for f, p in files.items() if _same_file(p, existing)), None)
+        where = f"the {flag} file {inputs[flag]}" if flag else f"the file {existing}"
+        raise TagpipeError(f"--output {output}: inside {where}, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".tagpipe-write-check-")
+    except OSError as exc:
+        raise TagpipeError(f"--output {output}: cannot create files in {existing} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
