@@ -2,11 +2,14 @@
 
 Commands live in ``pipeline/commands/``; plugins add theirs through the ``register_commands``
 hook, builtin plugins first, and none may take a command name already taken (a builtin's first of
-all). Errors a user can act on print as one line on stderr and exit 1, never a traceback.
+all). Errors a user can act on print as one line on stderr and exit 1, never a traceback; so does any
+other exception (``error: Type: message``), unless ``TAGPIPE_TRACEBACK=1`` asks for the traceback.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import Any
 
@@ -83,10 +86,19 @@ class TagpipeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TagpipeError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(" ".join(str(exc).split())) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click prints these itself
+        except Exception as exc:
+            if os.environ.get("TAGPIPE_TRACEBACK") == "1" or getattr(exc, "errno", None) == errno.EPIPE:
+                raise  # the traceback on request; a closed pipe (| head) click ends quietly
+            message = " ".join(str(exc).split())
+            click.echo(f"error: {type(exc).__name__}{': ' + message if message else ''} "
+                       "(set TAGPIPE_TRACEBACK=1 for the traceback)", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=TagpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -39,6 +39,11 @@ class ConfigKeyError(TagpipeError, ValueError):
     """A configuration key nobody reads: a ValueError to the API, one readable line to the CLI."""
 
 
+class ConfigValueError(TagpipeError, ValueError):
+    """A setting of the wrong type or out of range (a config field, ``--device``): a ValueError to the API,
+    one readable line to the CLI."""
+
+
 def check_config_keys(what: str, given: Iterable[str], known: Iterable[str]) -> None:
     """Refuse keys of ``given`` that are not ``known``, naming each with the closest known key, so a misspelt
     setting is an error instead of a silently ignored value."""

@@ -27,16 +27,22 @@ from torch import Tensor, nn
 
 from tagpipe.components import Decoder, Encoder, lengths_to_mask
 from tagpipe.corpora.io import replacing, write_atomically
-from tagpipe.corpora.schemes import Constraints, allowed_transitions
-from tagpipe.errors import ModelError
+from tagpipe.corpora.schemes import SCHEMES, Constraints, allowed_transitions
+from tagpipe.devices import resolve_device
+from tagpipe.errors import ConfigValueError, ModelError, UnknownComponentError
 from tagpipe.host import get_registry
-from tagpipe.model_folder import read_model_config
+from tagpipe.model_folder import Field, check_fields, check_weight_shapes, read_model_config, weight_shapes
 from tagpipe.names import CONFIG_FILE, PRECISIONS, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
 SPAN_TASKS = {"ner"}  # tasks whose tags encode spans, trained internally in BIOES
 #: spaCy tokenizer settings recorded for languages tagged per character (``spacy.blank(lang, config=...)``)
 CHARACTER_TOKENIZERS = {"zh": {"segmenter": "char"}}
+#: a tagger's config.json fields beyond every task's (``tagpipe.model_folder.COMMON_FIELDS``)
+TAGGER_FIELDS = {"labels": Field((list,), items=str), "scheme": Field((str, None), choices=SCHEMES),
+                 "encoder": Field((dict,)), "decoder": Field((dict,))}
+#: the ``encoder`` and ``decoder`` objects of a tagger's config.json
+COMPONENT_FIELDS = {"name": Field((str,)), "config": Field((dict,))}
 
 
 class Tagger(nn.Module):
@@ -200,29 +206,93 @@ class Tagger(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Tagger:
-        """Load a model folder written by :meth:`save`."""
+        """Load a model folder written by :meth:`save`, checked as a whole before any weight is read:
+        ``device``, config.json's fields, the weights file's header, and the tensor shapes that the config
+        and the encoder's files build, against the weights' (built first on torch's meta device, so sizes
+        that do not fit the weights allocate nothing). Each problem is one :class:`ModelError` naming the file.
+        """
         from safetensors.torch import load_file
 
+        device = resolve_device(device, option="device")
         path = Path(path)
         config = read_model_config(path, format_version=FORMAT_VERSION, required=(WEIGHTS_FILE,))
-        registry = get_registry()
-        encoder_cls = registry.get("encoder", config["encoder"]["name"])
-        decoder_cls = registry.get("decoder", config["decoder"]["name"])
-        labels = config["labels"]
-        encoder = encoder_cls.from_assets(path, config["encoder"]["config"])
-        decoder = decoder_cls(encoder.output_dim, len(labels), constraints_for(labels, config.get("scheme")),
-                              **config["decoder"]["config"])
-        model = cls(encoder, decoder, encoder_name=config["encoder"]["name"], decoder_name=config["decoder"]["name"],
-                    labels=labels, task=config.get("task", "ner"), lang=config.get("lang", "en"),
-                    scheme=config.get("scheme"), meta=config.get("meta"), tokenizer=config.get("tokenizer"))
-        state = load_file(str(path / WEIGHTS_FILE))
+        check_tagger_config(path / CONFIG_FILE, config)
+        weights = path / WEIGHTS_FILE
+        shapes = weight_shapes(weights)
+        try:
+            with torch.device("meta"):
+                skeleton: Tagger | None = cls.from_config(path, config)
+        except (NotImplementedError, RuntimeError) as exc:
+            if "meta" not in str(exc).lower():
+                raise ModelError(f"{path / CONFIG_FILE}: its sizes cannot be built ({_one_line(exc)})") from None
+            skeleton = None  # a (third-party) component that needs real tensors to be built: checked once built
+        if skeleton is not None:
+            check_weight_shapes(weights, shapes, _shapes(skeleton))
+        model = cls.from_config(path, config)
+        if skeleton is None:
+            check_weight_shapes(weights, shapes, _shapes(model))
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:  # noqa: BLE001 - safetensors' error types differ between versions
+            raise ModelError(f"{weights}: cannot read the weights ({_one_line(exc)})") from None
         own = model.state_dict()
-        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
-        model.load_state_dict(state)
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
         model.eval()
         return model.to(device)
 
+    @classmethod
+    def from_config(cls, path: Path, config: dict[str, Any]) -> Tagger:
+        """The tagger that ``config`` (``path``'s config.json, checked by :func:`check_tagger_config`) describes,
+        with the encoder's files from ``path`` and freshly initialised weights; a component's complaint about
+        its config is one :class:`ModelError` naming config.json. Under ``torch.device("meta")`` it sizes a
+        model without allocating it (every builtin component builds there)."""
+        config_file = path / CONFIG_FILE
+        registry = get_registry()
+        encoder_name, decoder_name = config["encoder"]["name"], config["decoder"]["name"]
+        try:
+            encoder_cls = registry.get("encoder", encoder_name)
+            decoder_cls = registry.get("decoder", decoder_name)
+        except UnknownComponentError as exc:
+            raise ModelError(f"{config_file}: {exc}") from None
+        labels, scheme = config["labels"], config.get("scheme")
+        try:
+            constraints = constraints_for(labels, scheme)
+        except ValueError as exc:
+            raise ModelError(f"{config_file}: the labels do not fit scheme {scheme!r}: {_one_line(exc)}") from None
+        try:
+            encoder = encoder_cls.from_assets(path, config["encoder"]["config"])
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{config_file}: encoder {encoder_name}: {_one_line(exc)}") from None
+        try:
+            decoder = decoder_cls(encoder.output_dim, len(labels), constraints, **config["decoder"]["config"])
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{config_file}: decoder {decoder_name}: {_one_line(exc)}") from None
+        return cls(encoder, decoder, encoder_name=encoder_name, decoder_name=decoder_name, labels=labels,
+                   task=config.get("task", "ner"), lang=config.get("lang", "en"), scheme=scheme,
+                   meta=config.get("meta"), tokenizer=config.get("tokenizer"))
 
+
+def check_tagger_config(config_file: Path, config: dict[str, Any]) -> None:
+    """A tagger's config.json fields (:data:`TAGGER_FIELDS`), in one :class:`ModelError` naming the file."""
+    try:
+        check_fields(str(config_file), config, TAGGER_FIELDS, required=("labels", "encoder", "decoder"))
+        for part in ("encoder", "decoder"):
+            check_fields(f"{config_file}: {part}", config[part], COMPONENT_FIELDS, required=("name",))
+    except ConfigValueError as exc:
+        raise ModelError(str(exc)) from None
+    labels = config["labels"]
+    if not labels or len(set(labels)) != len(labels):
+        raise ModelError(f"{config_file}: 'labels' must be a non-empty list of distinct tags")
+    for part in ("encoder", "decoder"):
+        config[part].setdefault("config", {})
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def inference_autocast(model: nn.Module, precision: str):

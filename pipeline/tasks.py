@@ -52,6 +52,13 @@ class Options:
 
     @classmethod
     def from_context(cls, ctx: click.Context, values: dict[str, Any]) -> Options:
+        """The options of the command running in ``ctx``. A ``device`` among them is checked here
+        (:func:`tagpipe.devices.resolve_device`), so every task's ``train`` and ``evaluate`` refuse a bad
+        ``--device`` before reading anything."""
+        if values.get("device") is not None:
+            from tagpipe.devices import resolve_device
+
+            resolve_device(values["device"])
         params = [p for p in ctx.command.get_params(ctx) if p.name and p.expose_value]
         names = {p.name for p in params}
         given = frozenset(n for n in names if n in values and ctx.get_parameter_source(n) in GIVEN)
@@ -203,8 +210,11 @@ def add_model_pipe(nlp: Any, path: Path, config: dict[str, Any] | None = None, *
                    device: str = "cpu", batch_size: int | None = None, scores: bool = True,
                    existing_ents: str = "overwrite", precision: str = "fp32") -> Any:
     """Add the spaCy component that runs the model in ``path`` to ``nlp`` and, when it has a
-    ``loaded()`` method (our ``ModelComponent``), load the model now, so that a bad model fails
-    before any output is written; ``index`` names a second component of a kind."""
+    ``loaded()`` method (our ``ModelComponent``), load the model now, so that a bad model (or a bad
+    ``device``) fails before any output is written; ``index`` names a second component of a kind."""
+    from tagpipe.devices import resolve_device
+
+    resolve_device(device)
     task = task_of(path, config)
     importlib.import_module(task.spacy_module)  # declares the factory, even without entry points
     factory = task.spacy_factory

@@ -22,9 +22,9 @@ def measure(folder: Path, test: Sequence[Sentence], settings: TrainSettings, bat
     Decoding is ``Tagger.tag`` over the test sentences (featurising included) on the training
     device, timed after one untimed warm-up batch; a small test set is tagged again until
     :data:`MIN_DECODE_SECONDS` have passed, so its speed is not a single noisy interval."""
+    from tagpipe.devices import resolve_device
     from tagpipe.evaluation import entity_scores, token_accuracy
     from tagpipe.model import Tagger
-    from tagpipe.training.loop import resolve_device
 
     device = resolve_device(settings.device)
     model = Tagger.load(folder, device=device)

@@ -67,7 +67,7 @@ def build_report(grid: Grid, cells: Sequence[Cell], results: Sequence[dict[str, 
 
 
 def _device(name: str):
-    from tagpipe.training.loop import resolve_device
+    from tagpipe.devices import resolve_device
 
     return resolve_device(name)
 

@@ -185,13 +185,14 @@ def sequence_score(
 def constraint_masks(constraints: Constraints | None, num_tags: int) -> tuple[Tensor, Tensor, Tensor]:
     """``Constraints`` as bool tensors ``(transitions [C, C], start [C], end [C])``, True where
     allowed (all True for ``None``). Raises ValueError on a size mismatch, or when no sequence at
-    all would be allowed (no allowed start or no allowed end tag)."""
+    all would be allowed (no allowed start or no allowed end tag). The checks run on the CPU and the
+    masks go to torch's default device, so a decoder also builds on the meta device (``Tagger.load``
+    sizes a model there before allocating it)."""
     if constraints is None:
         ones = torch.ones(num_tags, dtype=torch.bool)
         return torch.ones(num_tags, num_tags, dtype=torch.bool), ones, ones.clone()
-    trans = torch.as_tensor(constraints.transitions, dtype=torch.bool)
-    start = torch.as_tensor(constraints.start, dtype=torch.bool)
-    end = torch.as_tensor(constraints.end, dtype=torch.bool)
+    trans, start, end = (torch.as_tensor(mask, dtype=torch.bool, device="cpu")
+                         for mask in (constraints.transitions, constraints.start, constraints.end))
     if trans.shape != (num_tags, num_tags) or start.shape != (num_tags,) or end.shape != (num_tags,):
         raise ValueError(
             f"constraints are for {len(constraints.start)} tags (transitions {tuple(trans.shape)}), "
@@ -199,4 +200,5 @@ def constraint_masks(constraints: Constraints | None, num_tags: int) -> tuple[Te
         )
     if not bool(start.any()) or not bool(end.any()):
         raise ValueError("constraints allow no tag to start or no tag to end a sequence")
-    return trans, start, end
+    device = torch.get_default_device()
+    return trans.to(device), start.to(device), end.to(device)

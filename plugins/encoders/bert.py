@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from tagpipe.components import Encoder
 from tagpipe.errors import ModelError, check_config_keys
+from tagpipe.model_folder import Field, check_fields
 from tagpipe.plugins.encoders.names import POOLINGS
 from tagpipe.plugins.encoders.subwords import check_fast, encode_words, pad_rows, pool_words
 
@@ -36,6 +37,14 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.model")
+#: kinds and ranges of the config's values; the model's own limit on ``window`` is checked when it is built
+CONFIG_FIELDS = {
+    "pretrained": Field((str, None)),
+    "pooling": Field((str,), choices=POOLINGS),
+    "window": Field((int, None), low=1, high=1_000_000),
+    "stride": Field((int, None), low=1, high=1_000_000),
+    "dropout": Field((float,), low=0, high=0.99),
+}
 
 
 @dataclass
@@ -50,13 +59,11 @@ class BertEncoderConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> BertEncoderConfig:
+        """A config from its dict, each key known and each value of its kind and range (:data:`CONFIG_FIELDS`),
+        else a ``ValueError`` (``ConfigKeyError`` / ``ConfigValueError``) naming the key."""
         check_config_keys("bert encoder config", config, (f.name for f in fields(cls)))
-        cfg = cls(**config)
-        if cfg.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {cfg.pooling!r}")
-        if not 0.0 <= cfg.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
-        return cfg
+        check_fields("bert encoder config", config, CONFIG_FIELDS)
+        return cls(**config)
 
 
 class BertEncoder(Encoder):
@@ -104,13 +111,19 @@ class BertEncoder(Encoder):
         """The architecture from ``encoder/config.json`` (random weights: the tagger loads them)."""
         from transformers import AutoConfig, AutoModel
 
+        cfg = BertEncoderConfig.from_dict(config)
         folder = Path(path) / ASSETS_DIR
         if not (folder / "config.json").is_file():
             raise ModelError(f"{path}: missing {ASSETS_DIR}/config.json (the transformer's config)")
         with quiet_transformers():
-            hf_config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            model = AutoModel.from_config(hf_config)
-        return cls(BertEncoderConfig.from_dict(config), model, load_tokenizer(folder))
+            try:
+                hf_config = AutoConfig.from_pretrained(folder, local_files_only=True)
+                model = AutoModel.from_config(hf_config)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                message = " ".join(str(exc).split())
+                raise ModelError(f"{folder / 'config.json'}: not a transformer config tagpipe can build "
+                                 f"({type(exc).__name__}: {message})") from None
+        return cls(cfg, model, load_tokenizer(folder))
 
     def config(self) -> dict[str, Any]:
         return asdict(self.cfg)

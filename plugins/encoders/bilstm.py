@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from tagpipe.components import Encoder, lengths_to_mask
 from tagpipe.errors import check_config_keys
+from tagpipe.model_folder import Field, check_fields
 from tagpipe.plugins.encoders.context_bilstm import ContextBiLSTM, init_lstm, locked_dropout
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm, run_bilstm_rows, uses_step_loop
 from tagpipe.plugins.encoders.token_features import (
@@ -34,11 +35,35 @@ from tagpipe.plugins.encoders.token_features import (
     char_form,
     embedding,
     normalizer,
+    read_vocab,
     token_bigrams,
     unk_probabilities,
 )
 
 _CACHE_LIMIT = 500_000  # token strings whose ids featurize remembers
+VOCAB_FILE = "vocab.json"
+#: kinds and ranges of the config's values (the upper bounds are far above any useful size: a typo's
+#: ``10**9`` is refused before anything is allocated)
+CONFIG_FIELDS = {
+    "word_dim": Field((int, None), low=1, high=4096),
+    "lowercase": Field((bool,)),
+    "normalize_digits": Field((bool,)),
+    "min_count": Field((int,), low=1),
+    "word_dropout": Field((float,), low=0),
+    "char_encoder": Field((str,), choices=("cnn", "lstm")),
+    "char_dim": Field((int,), low=1, high=1024),
+    "char_hidden": Field((int,), low=1, high=4096),
+    "casing_dim": Field((int,), low=1, high=1024),
+    "max_word_len": Field((int,), low=1, high=10_000),
+    "hidden": Field((int,), low=1, high=16_384),
+    "layers": Field((int,), low=1, high=64),
+    "dropout": Field((float,), low=0, high=0.99),
+    "locked_dropout": Field((bool,)),
+    "pretrained_vectors": Field((str, None)),
+    "pretrained_limit": Field((int,), low=0),
+    "bigram_dim": Field((int,), low=0, high=4096),
+    "bigram_min_count": Field((int,), low=1),
+}
 
 
 @dataclass
@@ -66,22 +91,11 @@ class BiLSTMConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> BiLSTMConfig:
+        """A config from its dict, each key known and each value of its kind and range (:data:`CONFIG_FIELDS`),
+        else a ``ValueError`` (``ConfigKeyError`` / ``ConfigValueError``) naming the key."""
         check_config_keys("bilstm encoder config", config, (f.name for f in fields(cls)))
-        cfg = cls(**config)
-        if cfg.char_encoder not in ("cnn", "lstm"):
-            raise ValueError(f"char_encoder must be 'cnn' or 'lstm', not {cfg.char_encoder!r}")
-        positive = ("char_dim", "char_hidden", "casing_dim", "max_word_len", "hidden", "layers", "min_count",
-                    "bigram_min_count")
-        for name in positive:
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-        if not 0.0 <= cfg.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
-        if cfg.word_dropout < 0:
-            raise ValueError(f"word_dropout must be >= 0, got {cfg.word_dropout}")
-        if cfg.bigram_dim < 0:
-            raise ValueError(f"bigram_dim must be >= 0 (0 turns bigrams off), got {cfg.bigram_dim}")
-        return cfg
+        check_fields("bilstm encoder config", config, CONFIG_FIELDS)
+        return cls(**config)
 
 
 class BiLSTMEncoder(Encoder):
@@ -184,9 +198,10 @@ class BiLSTMEncoder(Encoder):
 
     @classmethod
     def from_assets(cls, path: Path, config: dict[str, Any]) -> BiLSTMEncoder:
-        vocab = json.loads((Path(path) / "vocab.json").read_text(encoding="utf-8"))
-        return cls(BiLSTMConfig.from_dict(config), vocab["words"], vocab["counts"], vocab["chars"],
-                   bigrams=vocab.get("bigrams"), bigram_counts=vocab.get("bigram_counts"))
+        cfg = BiLSTMConfig.from_dict(config)
+        vocab = read_vocab(Path(path) / VOCAB_FILE)
+        return cls(cfg, vocab["words"], vocab["counts"], vocab["chars"], bigrams=vocab.get("bigrams"),
+                   bigram_counts=vocab.get("bigram_counts"))
 
     def config(self) -> dict[str, Any]:
         return asdict(self.cfg)
@@ -196,7 +211,7 @@ class BiLSTMEncoder(Encoder):
         if self.bigram_embed is not None:
             vocab.update(bigrams=self.bigrams, bigram_counts=self.bigram_counts)
         Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (Path(path) / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
 
     # -- batches -----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""What the BiLSTM encoder reads off a token string: ids, casing class, characters, bigrams.
+"""What the BiLSTM encoder reads off a token string: ids, casing class, characters, bigrams; and the saved
+vocabularies that give the ids (``vocab.json``).
 
 Shared by :mod:`~tagpipe.plugins.encoders.bilstm` (vocabularies, featurizing, the network) and
 anything else that embeds tokens the same way; it imports no other encoder module, so those
@@ -7,11 +8,16 @@ can all import it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
+from tagpipe.errors import ModelError
 
 PAD, UNK, BOW, EOW = 0, 1, 2, 3  # BOW/EOW: char-only markers, so the CNN sees word edges
 CASINGS = ("<pad>", "lower", "upper", "title", "numeric", "has_digit", "mixed", "no_letters")
@@ -119,3 +125,29 @@ class CharLSTM(nn.Module):
         x = self.dropout(self.embed(chars))  # shape: [N, L, char_dim]
         _, (h, _) = self.lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
         return torch.cat([h[0], h[1]], dim=1)  # shape: [N, 2 * units]
+
+
+def read_vocab(path: Path) -> dict[str, list[Any]]:
+    """A saved ``vocab.json``: words and chars (the specials first) with their counts, and optional bigrams;
+    a missing, damaged or inconsistent file is one :class:`ModelError` naming it."""
+    try:
+        vocab = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing (the bilstm encoder's vocabularies)") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(vocab, dict):
+        raise ModelError(f"{path}: expected a JSON object with words, counts and chars")
+    kinds = {"words": str, "counts": int, "chars": str, "bigrams": str, "bigram_counts": int}
+    for key, kind in kinds.items():
+        value = vocab.get(key, [] if key.startswith("bigram") else None)
+        if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+            raise ModelError(f"{path}: {key!r} must be a list of {'strings' if kind is str else 'integers'}")
+    if len(vocab["words"]) < 2 or len(vocab["chars"]) < 4:
+        raise ModelError(f"{path}: the word and character lists lack their special entries (<pad>, <unk>, ...)")
+    for items, counts in (("words", "counts"), ("bigrams", "bigram_counts")):
+        if len(vocab.get(items, [])) != len(vocab.get(counts, [])):
+            raise ModelError(f"{path}: {len(vocab.get(items, []))} {items} but {len(vocab.get(counts, []))} {counts}")
+    return vocab

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from tagpipe.corpora.io import replacing
+from tagpipe.errors import TagpipeError
 from tagpipe.names import PRECISIONS
 from tagpipe.plugins.encoders.names import POOLINGS
 from tagpipe.plugins.perturbed_masking.names import ALGORITHMS, DISTANCES, ORIENTATIONS, ROOTS
@@ -51,11 +52,20 @@ def _model_options(func):
     return func
 
 
-def _load(corpus: Path, limit: int | None) -> list:
+def _load(corpus: Path, limit: int | None, device: str, what: str) -> list:
+    """The corpus's sentences (the first ``limit``), after checking ``--device`` and ``--limit``: a bad option
+    or an empty corpus is one line before the model loads, never a score of 0 over nothing."""
     from tagpipe.corpora.conllu import read_conllu
+    from tagpipe.devices import resolve_device
 
+    resolve_device(device)
+    if limit is not None and limit < 1:
+        raise TagpipeError(f"--limit {limit}: give at least 1 sentence")
     sentences = read_conllu(corpus)
-    return list(itertools.islice(sentences, limit) if limit is not None else sentences)
+    sentences = list(itertools.islice(sentences, limit) if limit is not None else sentences)
+    if not sentences:
+        raise TagpipeError(f"{corpus}: no sentences, nothing to {what}")
+    return sentences
 
 
 def _impact_model(pretrained: Path, layer: int, distance: str, pooling: str, device: str, batch_tokens: int,
@@ -88,7 +98,7 @@ def parse(corpus, pretrained, layer, distance, pooling, limit, output, as_json, 
     from tagpipe.plugins.perturbed_masking.protocol import Attachment, is_punct, parse_matrix
     from tagpipe.plugins.perturbed_masking.trees import left_chain, right_chain
 
-    sentences = _load(corpus, limit)
+    sentences = _load(corpus, limit, device, "parse")
     model = _impact_model(pretrained, layer, distance, pooling, device, batch_tokens, precision)
     matrices = model.matrices([s.tokens for s in sentences])
     scores = {"parser": Attachment(), "left": Attachment(), "right": Attachment()}
@@ -151,7 +161,7 @@ def segment(corpus, pretrained, layer, distance, pooling, limit, output, as_json
     from tagpipe.corpora.types import Sentence
     from tagpipe.plugins.perturbed_masking.protocol import boundary_scores, segmentation_counts, split_units
 
-    sentences = _load(corpus, limit)
+    sentences = _load(corpus, limit, device, "segment")
     model = _impact_model(pretrained, layer, distance, pooling, device, batch_tokens, precision)
     units = [[c for c in "".join(s.tokens) if not c.isspace()] for s in sentences]
     impacts = model.adjacent_impacts(units)

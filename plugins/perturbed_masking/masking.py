@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tagpipe.errors import ModelError
+from tagpipe.devices import resolve_device
+from tagpipe.errors import ConfigValueError, ModelError
 from tagpipe.names import PRECISIONS
 from tagpipe.plugins.encoders.names import POOLINGS
 from tagpipe.plugins.encoders.subwords import align_words, check_fast, pool_words
@@ -43,16 +44,11 @@ def distance(x: Tensor, y: Tensor, kind: str) -> Tensor:
 
 
 def pick_device(device: str | None) -> torch.device:
-    """``auto``: the GPU when there is one; anything else as torch spells it."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` (or None): the GPU when there is one; else as :func:`tagpipe.devices.resolve_device` reads it."""
     try:
-        chosen = torch.device(device)
-    except RuntimeError as exc:
-        raise OptionError(f"unknown device {device!r}: {exc}") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError(f"device {device!r} asked for, but no CUDA GPU is available")
-    return chosen
+        return resolve_device("auto" if device is None else device, option="device")
+    except ConfigValueError as exc:
+        raise OptionError(str(exc)) from None
 
 
 class ImpactModel:

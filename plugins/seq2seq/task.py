@@ -49,8 +49,8 @@ class Seq2SeqTask(Task):
         single_process(self.name)
         if options.get("pretrained") is None:
             raise TagpipeError("--task seq2seq needs --pretrained (a local BERT-family folder)")
+        from tagpipe.devices import resolve_device
         from tagpipe.plugins.seq2seq.model import train_seq2seq
-        from tagpipe.training.loop import resolve_device
 
         set_threads(options.get("threads"))
         output = options.get("output", "models/seq2seq")

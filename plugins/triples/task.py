@@ -96,6 +96,6 @@ class TriplesTask(Task):
 
 
 def _device(name: str) -> str:
-    from tagpipe.training.loop import resolve_device
+    from tagpipe.devices import resolve_device
 
     return str(resolve_device(name))
