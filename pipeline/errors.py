@@ -55,4 +55,5 @@ def check_config_keys(what: str, given: Iterable[str], known: Iterable[str]) -> 
     for key in unknown:
         close = difflib.get_close_matches(key, known, n=1)
         described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    raise ConfigKeyError(f"unknown {what} key(s): {', '.join(described)}; known: {', '.join(known)}")
+    takes = f"known: {', '.join(known)}" if known else "it takes none"
+    raise ConfigKeyError(f"unknown {what} key(s): {', '.join(described)}; {takes}")

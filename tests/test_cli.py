@@ -90,3 +90,26 @@ def test_info_reports_versions_devices_plugins_and_embedded_models():
     assert Path(english["path"], "config.json").is_file() and "86.17" in english["test"]
     text = invoke("info").output
     assert "torch" in text and "embedded model 'en'" in text
+
+
+def test_train_refuses_an_unknown_language_before_training(tmp_path):
+    result = invoke("train", "--train", str(TINY), "--lang", "xx-bogus", "--output", str(tmp_path / "m"), "-q")
+    assert result.exit_code == 1 and "--lang 'xx-bogus': spaCy has no such language" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_without_dev_prints_no_dev_score(tmp_path):
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"encoder_config": {"word_dim": 8, "char_dim": 4, "char_hidden": 4, "hidden": 8}}))
+    result = invoke("train", "--config", str(config), "--train", str(TINY), "--epochs", "1", "--output",
+                    str(tmp_path / "m"), "-q")
+    assert result.exit_code == 0, result.output
+    assert "dev score" not in result.output and "no --dev: kept epoch 1 (lowest training loss" in result.output
+
+
+def test_a_misspelt_decoder_config_key_is_one_line(tmp_path):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"decoder": "softmax", "decoder_config": {"dropuot": 0.1}}))
+    result = invoke("train", "--config", str(config), "--train", str(TINY), "--output", str(tmp_path / "m"), "-q")
+    assert result.exit_code == 1
+    assert "unknown softmax decoder config key(s): 'dropuot'; it takes none" in result.output

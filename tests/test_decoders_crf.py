@@ -282,7 +282,7 @@ def test_dtypes():
         (lambda: CRF(3).decode(torch.randn(2, 3, 3), torch.tensor([[1, 1, 0]] * 2)), "bool"),
         (lambda: CRF(3).decode(torch.randn(2, 3, 3), torch.tensor([[True] * 3, [False] * 3])), r"mask\[:, 0\]"),
         (lambda: CRF(3).nll(torch.randn(1, 2, 3), torch.tensor([[0, 3]]), None), r"tags must lie in \[0, 3\)"),
-        (lambda: CRFDecoder(8, 3, dropout=0.1), "unknown CRFDecoder options: dropout"),
+        (lambda: CRFDecoder(8, 3, dropout=0.1), "unknown crf decoder config key"),
         (lambda: CRFDecoder(0, 3), "input_dim must be a positive int"),
     ],
 )

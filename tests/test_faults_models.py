@@ -139,7 +139,7 @@ MODEL_CASES = [
     ("decoder name unknown", edit_config(lambda c: c["decoder"].update(name="nope.v1")), "config.json",
      "no decoder named 'nope.v1'"),
     ("decoder option unknown", edit_config(lambda c: c["decoder"].update(config={"rank": 3})), "config.json",
-     "unknown CRFDecoder options: rank"),
+     "unknown crf decoder config key(s): 'rank'"),
     ("encoder key misspelt", encoder_config(hiden=16), "config.json", "did you mean 'hidden'"),
     ("hidden a string", encoder_config(hidden="big"), "config.json", "'hidden' must be an integer in [1, 16384]"),
     ("hidden negative", encoder_config(hidden=-5), "config.json", "not -5"),

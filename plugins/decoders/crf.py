@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
+from tagpipe.errors import check_config_keys
 from tagpipe.plugins.decoders import chain, forward_backward, viterbi
 
 #: score of a forbidden transition during training: its paths weigh exp(-1e4) = 0 in log Z
@@ -102,8 +103,7 @@ class CRFDecoder(Decoder):
     """
 
     def __init__(self, input_dim: int, num_tags: int, constraints: Constraints | None = None, **config: Any):
-        if config:
-            raise ValueError(f"unknown CRFDecoder options: {', '.join(sorted(config))} (it takes none)")
+        check_config_keys("crf decoder config", config, ())
         if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
             raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
         super().__init__(input_dim, num_tags, constraints)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
+from tagpipe.errors import check_config_keys
 from tagpipe.plugins.decoders import chain, forward_backward, viterbi
 from tagpipe.plugins.decoders.crf import FORBIDDEN
 
@@ -86,8 +87,7 @@ class MEMMDecoder(Decoder):
         rank: int | None = None,
         **config: Any,
     ):
-        if config:
-            raise ValueError(f"unknown {type(self).__name__} options: {', '.join(sorted(config))}")
+        check_config_keys(f"{type(self).__name__} config", config, ("rank",))
         _positive_int("input_dim", input_dim)
         _positive_int("num_tags", num_tags)
         if rank is not None:

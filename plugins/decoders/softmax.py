@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from tagpipe.components import Decoder
 from tagpipe.corpora.schemes import Constraints
+from tagpipe.errors import check_config_keys
 from tagpipe.plugins.decoders import chain, viterbi
 
 
@@ -23,8 +24,7 @@ class SoftmaxDecoder(Decoder):
     """
 
     def __init__(self, input_dim: int, num_tags: int, constraints: Constraints | None = None, **config: Any):
-        if config:
-            raise ValueError(f"unknown SoftmaxDecoder options: {', '.join(sorted(config))} (it takes none)")
+        check_config_keys("softmax decoder config", config, ())
         for name, value in (("input_dim", input_dim), ("num_tags", num_tags)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -17,10 +17,21 @@ from typing import Any
 
 import click
 
+from tagpipe.errors import TagpipeError
 from tagpipe.tasks import Options, Task, extension_value, set_threads
 
 #: ``--config`` keys for which ``train`` has no flag
 CONFIG_ONLY = ("encoder_config", "decoder_config", "warmup", "lr_final", "clip", "weight_decay")
+
+
+def check_language(lang: str) -> None:
+    """``--lang`` must be a language spaCy can tokenise, checked before training (annotate needs it later)."""
+    from spacy.util import get_lang_class
+
+    try:
+        get_lang_class(lang)
+    except Exception:  # noqa: BLE001 - spaCy raises ImportError or its own error for an unknown code
+        raise TagpipeError(f"--lang {lang!r}: spaCy has no such language (e.g. en, de, zh, xx)") from None
 
 
 class TaggerTask(Task):
@@ -35,6 +46,7 @@ class TaggerTask(Task):
         from tagpipe.training.settings import TrainSettings
 
         values = options.values
+        check_language(values["lang"])
         # other --config keys are passed over, as they always were for taggers
         options.check(self.name, set(values) - _task_options(), CONFIG_ONLY + tuple(options.extra))
         known = {f.name for f in fields(TrainSettings)}
@@ -44,8 +56,11 @@ class TaggerTask(Task):
                                             "tag_column": parse_column(values["tag_column"])})
         result = Trainer(settings, resume=values["resume"], log=click.echo, progress=not values["quiet"]).run()
         best = result["best"]
-        if is_main():
+        if is_main() and settings.dev:
             click.echo(f"best dev score {best['f1'] * 100:.2f} at epoch {best['epoch']}; model in {settings.output}")
+        elif is_main():  # no dev set, no dev score: the kept epoch is the one with the lowest training loss
+            click.echo(f"no --dev: kept epoch {best['epoch']} (lowest training loss {-best['f1']:.4f}); "
+                       f"model in {settings.output}")
         exit_launched_process()
 
     def evaluate(self, corpus: str, model: Path, options: Options) -> dict[str, Any]:
