@@ -101,10 +101,17 @@ class TagpipeGroup(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=TagpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TagpipeGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tagpipe", message="tagpipe %(version)s")
-def cli() -> None:
-    """tagpipe: plugin-based sequence labelling (BiLSTM/BERT encoders, CRF/MEMM decoders) for spaCy."""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """tagpipe: plugin-based sequence labelling (BiLSTM/BERT encoders, CRF/MEMM decoders) for spaCy.
+
+    Every command spells the shared options the same way: --device (default auto), --threads
+    (default: torch's), --json (one object on stdout, scores as fractions) and -q/--quiet (no
+    progress bar on stderr)."""
+    if ctx.invoked_subcommand is None:  # `tagpipe` alone: the help, not a usage error
+        click.echo(ctx.get_help())
 
 
 def _warn_about_plugin_problems() -> None:

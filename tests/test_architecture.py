@@ -19,7 +19,7 @@ ROOTS = {"tagpipe": REPO / "pipeline", "tagpipe.plugins": REPO / "plugins", "tag
 #: the core modules a plugin may import (what docs/architecture.md calls the public core)
 PUBLIC_CORE = {
     "tagpipe", "tagpipe.hookspecs", "tagpipe.errors", "tagpipe.names", "tagpipe.model_folder", "tagpipe.registry",
-    "tagpipe.host", "tagpipe.components", "tagpipe.devices",
+    "tagpipe.host", "tagpipe.components", "tagpipe.devices", "tagpipe.commands.options",
     "tagpipe.model", "tagpipe.data", "tagpipe.evaluation", "tagpipe.tasks", "tagpipe.training.loop",
     "tagpipe.training.settings", "tagpipe.training.distributed", "tagpipe.spacy_bridge.base",
 }  # fmt: skip

@@ -418,7 +418,7 @@ def test_evaluate_scores_a_tagger_on_the_column_it_learnt(tag_model, tmp_path):
     def accuracy(corpus: Path, *extra: str) -> float:
         result = CliRunner().invoke(cli, ["evaluate", str(corpus), "-m", str(tag_model), "--json", *extra])
         assert result.exit_code == 0, result.output
-        return json.loads(result.output)["accuracy"]
+        return json.loads(result.stdout)["accuracy"]
 
     learnt = accuracy(TINY_CONLL)
     assert learnt > 0.8 and learnt == accuracy(TINY_CONLL, "--tag-column", "1")

@@ -441,7 +441,7 @@ def test_inherited_launch_variables_outside_torchrun_train_in_one_process(tmp_pa
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "ignored" in line]
     assert len(warnings) == 1 and "WORLD_SIZE=2" in warnings[0] and "not launched by torchrun" in warnings[0]
-    assert "best dev score" in result.stdout  # this process is the whole run: it reports and writes
+    assert "no --dev: kept epoch 1" in result.stdout  # this process is the whole run: it reports and writes
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert time.perf_counter() - started < 60
 
@@ -478,4 +478,4 @@ def test_an_explicit_request_joins_a_process_group_without_torchrun(tmp_path):
             if process.poll() is None:
                 process.kill()
     assert [p.returncode for p in ranks] == [0, 0], outputs
-    assert "x 2 ranks" in outputs[0][0] and "best dev score" in outputs[0][0] and not outputs[1][0]
+    assert "x 2 ranks" in outputs[0][0] and "no --dev: kept epoch 1" in outputs[0][0] and not outputs[1][0]

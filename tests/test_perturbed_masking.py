@@ -294,7 +294,7 @@ def test_cli_parse_on_real_ud(tiny_bert_dir, tmp_path):
     result = run_cli("parse", str(corpus), "--pretrained", str(tiny_bert_dir), "--limit", "3", "--json",
                      "-o", str(out), "--plot", str(png), "--algorithm", "cle")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert {"uas", "uas_with_punct", "left_chain", "right_chain"} <= report.keys()
     assert report["sentences"] == 3 and report["protocol"]["root"] == "cls"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -312,7 +312,7 @@ def test_cli_segment_on_real_ud(tiny_bert_dir, tmp_path):
     result = run_cli("segment", str(corpus), "--pretrained", str(tiny_bert_dir), "--limit", "2", "--json",
                      "-o", str(out))
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert {"precision", "recall", "f1"} <= report.keys() and 0 <= report["f1"] <= 100
     from tagpipe.corpora.conllu import read_conllu
 

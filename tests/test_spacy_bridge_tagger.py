@@ -50,11 +50,11 @@ def upos_model(ud_split, tmp_path_factory) -> Path:
 
 def test_evaluate_reports_token_and_per_tag_accuracy_on_ud(upos_model, ud_split):
     scores = json.loads(invoke("evaluate", str(ud_split[1]), "--format", "conllu", "--model", str(upos_model),
-                               "--json").output)
+                               "--json").stdout)
     assert scores["accuracy"] > 0.6  # 4 epochs of a tiny BiLSTM-CRF on 300 sentences
     assert scores["tokens"] > 1000 and set(scores["per_tag"]) <= UPOS
     assert scores["per_tag"]["PUNCT"]["accuracy"] > 0.8 and scores["per_tag"]["NOUN"]["support"] > 100
-    table = invoke("evaluate", str(ud_split[1]), "--format", "conllu", "--model", str(upos_model)).output
+    table = invoke("evaluate", str(ud_split[1]), "--format", "conllu", "--model", str(upos_model)).stdout
     assert table.splitlines()[0].split() == ["tag", "accuracy", "support"] and "all" in table
 
 

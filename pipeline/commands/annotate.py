@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from tagpipe.commands.options import device_option, quiet_option, threads_option
 from tagpipe.names import EXISTING_ENTS
 
 
@@ -25,8 +26,8 @@ from tagpipe.names import EXISTING_ENTS
               help="Documents read, annotated and written together (a model sorts them by length into its own "
                    "forward passes).")
 @click.option("--n-process", type=int, default=1, show_default=True, help="Worker processes.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per process.")
-@click.option("--device", default="cpu", show_default=True)
+@threads_option
+@device_option
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="bf16/fp16: taggers' encoders under autocast (bf16 on CPUs with AVX512-BF16).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -49,11 +50,11 @@ from tagpipe.names import EXISTING_ENTS
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its partial output.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input line (path:line: reason) instead of "
                                              "skipping it.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings still show).")
+@quiet_option
 @click.option("--checkpoint-seconds", type=float, default=1.0, hidden=True)
 def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str | None, output: str,
              output_format: str | None, input_format: str | None, html: str | None, html_page_size: int,
-             batch_size: int, n_process: int, threads: int, device: str, existing_ents: str | None, scores: bool,
+             batch_size: int, n_process: int, threads: int | None, device: str, existing_ents: str | None, scores: bool,
              resume: bool, strict: bool, quiet: bool, checkpoint_seconds: float, engine: str, address: str | None,
              num_workers: int | None, gpus_per_worker: float, unordered: bool, ray_dashboard: bool,
              precision: str) -> None:
@@ -63,10 +64,15 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
     Writes one JSON record per document, {"id", "text", "tokens", "entities"} (and "tags" for a
     tagging model), or CoNLL / .spacy. Bad lines are skipped with a warning naming them and counted
     in the summary (--strict: stop). Outputs are checked and locked for the run before the model
-    loads; --resume refuses an input that changed (docs/annotate.md, "Guarantees").
+    loads; --resume refuses an input that changed (docs/annotate.md, "Guarantees"). --quiet also
+    leaves out the summary. Without --threads, torch's own thread count is shared out among the
+    --n-process workers (a Ray worker takes one); --device auto is the GPU, with --engine ray the CPU
+    (Ray's GPUs come with --gpus-per-worker).
     """
     from tagpipe.annotating.engine import AnnotateSettings, run
     from tagpipe.errors import TagpipeError
+
+    device, threads = _place(device, threads, n_process, engine)
 
     settings = AnnotateSettings(
         inputs=list(inputs), input_format=input_format, models=list(models), pipeline=pipeline_dir, output=output,
@@ -85,3 +91,19 @@ def annotate(inputs: tuple[str, ...], models: tuple[str, ...], pipeline_dir: str
     stats = run(settings, warn=lambda message: click.echo(message, err=True), progress=not quiet)
     if not quiet:
         click.echo(stats.summary(), err=True)
+
+
+def _place(device: str, threads: int | None, n_process: int, engine: str) -> tuple[str, int]:
+    """``--device`` resolved (the engines pick fork or spawn, Ray or not, by ``cpu``) and ``--threads``'
+    default: torch's own count, split among the ``--n-process`` workers; 1 per Ray worker (whose device
+    ``ray_engine.check`` refuses unless it is the CPU)."""
+    import torch
+
+    from tagpipe.devices import resolve_device
+
+    if engine == "ray":  # its check refuses any other device: Ray's GPUs come with --gpus-per-worker
+        return ("cpu" if device == "auto" else device), (1 if threads is None else threads)
+    device = str(resolve_device(device))
+    if threads is None:
+        threads = max(1, torch.get_num_threads() // max(n_process, 1))
+    return device, threads

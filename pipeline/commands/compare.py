@@ -7,11 +7,13 @@ override, as for ``train``.
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import click
 from click.core import ParameterSource
 
+from tagpipe.commands.options import json_option
 from tagpipe.commands.train import train
 from tagpipe.training.settings import read_config_file
 
@@ -56,10 +58,11 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--force", is_flag=True, help="Retrain this grid's finished cells instead of skipping them.")
 @click.option("--decode-batch-size", type=int, default=128, show_default=True,
               help="Sentences per batch when timing decoding on the test set.")
+@json_option
 @click.pass_context
 def compare(ctx: click.Context, test: str, encoders: tuple[str, ...], decoders: tuple[str, ...],
             seeds: tuple[str, ...], output: str, force: bool, decode_batch_size: int, format_: str,
-            tag_column: str | None, quiet: bool, **options) -> None:
+            tag_column: str | None, quiet: bool, as_json: bool, **options) -> None:
     """Train every --encoder x --decoder x seed on one corpus and compare them.
 
     Each cell trains as `tagpipe train` would into OUTPUT/runs/ENCODER-DECODER-seedK/, then is
@@ -67,6 +70,7 @@ def compare(ctx: click.Context, test: str, encoders: tuple[str, ...], decoders: 
     compare.png report every finished cell in OUTPUT: mean ± std over seeds, seconds per epoch,
     decode tokens/s and parameters. A rerun skips finished cells (an interrupted grid resumes);
     another run into the same OUTPUT, e.g. a BERT encoder with its own settings, adds rows.
+    --json prints compare.json's report on stdout (scores as fractions) and the log on stderr.
     """
     from pathlib import Path
 
@@ -89,7 +93,11 @@ def compare(ctx: click.Context, test: str, encoders: tuple[str, ...], decoders: 
     grid = Grid(encoders=[parse_encoder(s) for s in specs], decoders=names, seeds=list(dict.fromkeys(seed_list)),
                 test=test, output=Path(output), base=base, force=force, decode_batch_size=decode_batch_size,
                 command=_command_line(ctx, config_path))
-    report = run_compare(grid, log=click.echo, warn=lambda line: click.echo(line, err=True), progress=not quiet)
+    log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    report = run_compare(grid, log=log, warn=lambda line: click.echo(line, err=True), progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
     click.echo("\n" + markdown(report).split("\n\n", 1)[0])
     click.echo(f"\nreport in {output}: compare.md, compare.json, compare.png")
 

@@ -7,6 +7,8 @@ import json
 
 import click
 
+from tagpipe.commands.options import device_option, json_option, quiet_option, threads_option
+
 
 @click.command()
 @click.argument("corpus")
@@ -19,9 +21,10 @@ import click
                                                  "or upos).")
 @click.option("--batch-size", type=int, default=None, help="Sentences per batch [default: 128; 32 for triples, "
                                                            "16 for seq2seq].")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (scores as fractions, not percent).")
+@device_option
+@threads_option
+@json_option
+@quiet_option
 @click.pass_context
 def evaluate(ctx: click.Context, corpus: str, model_path: str | None, as_json: bool, **options) -> None:
     """Score a model on a labelled CORPUS (NER: strict IOB2 entity P/R/F1; tagging: token accuracy;

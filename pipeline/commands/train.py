@@ -4,8 +4,16 @@ add options of its own to this command."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 
+from tagpipe.commands.options import device_option, json_option, quiet_option, threads_option
 from tagpipe.training.settings import check_output, check_values, read_config_file
 
 
@@ -74,8 +82,8 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
               show_default=True, help="Epochs without a better dev score before stopping.")
 @click.option("--average", type=int, default=0, show_default=True, help="Average the K best dev checkpoints.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@device_option
+@threads_option
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="bf16/fp16: autocast (fp16 with gradient scaling); bf16 also works on CPU.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute encoder activations in backward (less memory).")
@@ -91,15 +99,49 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
 @click.option("--allow-change", default="epochs,patience", show_default=True,
               help="With --resume: settings that may differ from the checkpoint's (of epochs, patience, average, "
                    "save-dtype, max-sentence-length, compile, grad-checkpointing; 'none': none).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
+@json_option
 @click.pass_context
-def train(ctx: click.Context, **options) -> None:
+def train(ctx: click.Context, as_json: bool, **options) -> None:
     """Train a model (a tagger unless --task says otherwise) and write the best dev checkpoint to OUTPUT.
 
     Under ``torchrun --nproc-per-node N`` a tagger trains data-parallel; --batch-size stays the global
-    batch (see docs/scaling.md)."""
+    batch (see docs/scaling.md). --json: the task's messages go to stderr and stdout gets one object,
+    {"task", "output", "best_epoch", "scores" (fractions), "loss", "seconds"}."""
     from tagpipe.tasks import Options, get_task
 
     check_values(options)  # before any file is read or model built, whatever the task
     check_output(options["output"], {"--train": options["train"], "--dev": options["dev"]})
-    get_task(options["task"]).train(Options.from_context(ctx, options))
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        get_task(options["task"]).train(Options.from_context(ctx, options))
+    if as_json:
+        click.echo(json.dumps(train_summary(options["output"], time.perf_counter() - started), indent=2))
+
+
+def train_summary(output: str | Path, seconds: float) -> dict[str, Any]:
+    """What ``train --json`` prints, read back from the model folder's ``config.json`` (any task's meta:
+    taggers' ``best_dev``, triples' ``best_epoch``, seq2seq's kept ``epochs`` and loss lists)."""
+    from tagpipe.model_folder import read_model_config
+
+    config = read_model_config(output)
+    task = config.get("task", "ner")
+    meta = config.get("meta") or {}
+    best = meta.get("best_dev") or {}
+    epoch = meta.get("best_epoch", best.get("epoch", meta.get("epochs")))
+    history = meta.get("history")
+    record = next((h for h in history if h.get("epoch") == epoch), best) if isinstance(history, list) else best
+    scores = {key[4:]: value for key, value in record.items()
+              if key.startswith("dev_") and key != "dev_loss" and value is not None}
+    if task == "tag" and "f1" in scores:  # a tagger's dev score is token accuracy
+        scores = {"accuracy": scores.pop("f1"), **scores}
+    loss = {"train": record.get("loss")}
+    if isinstance(meta.get("train_loss"), list) and isinstance(epoch, int) and 0 < epoch <= len(meta["train_loss"]):
+        loss = {"train": meta["train_loss"][epoch - 1]}
+        if len(meta.get("dev_loss") or []) >= epoch:
+            loss["dev"] = meta["dev_loss"][epoch - 1]
+    summary: dict[str, Any] = {"task": task, "output": str(output), "best_epoch": epoch, "scores": scores,
+                               "loss": loss, "seconds": round(seconds, 3)}
+    if "averaged" in best:
+        summary["averaged"] = best["averaged"]
+    return summary

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from tagpipe.commands.options import device_option, json_option, progress, quiet_option, threads_option
 from tagpipe.corpora.io import replacing
 from tagpipe.errors import TagpipeError
 from tagpipe.names import PRECISIONS
@@ -36,12 +37,14 @@ def _model_options(func):
         click.option("--limit", type=int, default=None, help="Only the first N sentences."),
         click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write the predictions as CoNLL-U (replaced atomically)."),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+        json_option,
         click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write one sentence's impact matrix as a PNG heatmap."),
         click.option("--plot-sentence", type=int, default=1, show_default=True,
                      help="Which sentence --plot draws (1-based)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+        device_option,
+        threads_option,
+        quiet_option,
         click.option("--batch-tokens", type=int, default=16384, show_default=True,
                      help="Subword positions per forward pass (copies x length)."),
         click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
@@ -52,13 +55,16 @@ def _model_options(func):
     return func
 
 
-def _load(corpus: Path, limit: int | None, device: str, what: str) -> list:
-    """The corpus's sentences (the first ``limit``), after checking ``--device`` and ``--limit``: a bad option
-    or an empty corpus is one line before the model loads, never a score of 0 over nothing."""
+def _load(corpus: Path, limit: int | None, device: str, threads: int | None, what: str) -> list:
+    """The corpus's sentences (the first ``limit``), after checking ``--device`` and ``--limit`` (and setting
+    ``--threads``): a bad option or an empty corpus is one line before the model loads, never a score of 0
+    over nothing."""
     from tagpipe.corpora.conllu import read_conllu
     from tagpipe.devices import resolve_device
+    from tagpipe.tasks import set_threads
 
     resolve_device(device)
+    set_threads(threads)
     if limit is not None and limit < 1:
         raise TagpipeError(f"--limit {limit}: give at least 1 sentence")
     sentences = read_conllu(corpus)
@@ -89,18 +95,18 @@ def _impact_model(pretrained: Path, layer: int, distance: str, pooling: str, dev
               help="Evaluation protocol (the paper code's default): give the gold root to the parser "
                    "and the baselines.")
 def parse(corpus, pretrained, layer, distance, pooling, limit, output, as_json, plot, plot_sentence, device,
-          batch_tokens, precision, algorithm, orientation, root, gold_root):
+          threads, quiet, batch_tokens, precision, algorithm, orientation, root, gold_root):
     """Parse CORPUS (CoNLL-U) with Perturbed Masking and score it against its gold heads.
 
-    Prints UAS with punctuation excluded and included next to the left- and right-chain
-    baselines, which get the same root information as the parser.
+    Prints UAS (percent) with punctuation excluded and included next to the left- and right-chain
+    baselines, which get the same root information as the parser; --json gives them as fractions.
     """
     from tagpipe.plugins.perturbed_masking.protocol import Attachment, is_punct, parse_matrix
     from tagpipe.plugins.perturbed_masking.trees import left_chain, right_chain
 
-    sentences = _load(corpus, limit, device, "parse")
+    sentences = _load(corpus, limit, device, threads, "parse")
     model = _impact_model(pretrained, layer, distance, pooling, device, batch_tokens, precision)
-    matrices = model.matrices([s.tokens for s in sentences])
+    matrices = _by_chunks(model, model.matrices, [s.tokens for s in sentences], quiet, "parse")
     scores = {"parser": Attachment(), "left": Attachment(), "right": Attachment()}
     predicted = []
     for sentence, matrix in zip(sentences, matrices, strict=True):
@@ -128,10 +134,10 @@ def parse(corpus, pretrained, layer, distance, pooling, limit, output, as_json, 
         "punctuation": "uas excludes UPOS PUNCT tokens; uas_with_punct counts every token",
     }
     parser_, left, right = scores["parser"], scores["left"], scores["right"]
-    result = {
-        "uas": parser_.uas, "uas_with_punct": parser_.uas_with_punct,
-        "left_chain": left.uas, "right_chain": right.uas,
-        "left_chain_with_punct": left.uas_with_punct, "right_chain_with_punct": right.uas_with_punct,
+    result = {  # fractions, as every --json score (Attachment counts in percent)
+        "uas": parser_.uas / 100, "uas_with_punct": parser_.uas_with_punct / 100,
+        "left_chain": left.uas / 100, "right_chain": right.uas / 100,
+        "left_chain_with_punct": left.uas_with_punct / 100, "right_chain_with_punct": right.uas_with_punct / 100,
         "sentences": len(sentences), "tokens": parser_.total, "protocol": protocol,
     }
     if as_json:
@@ -152,8 +158,9 @@ def parse(corpus, pretrained, layer, distance, pooling, limit, output, as_json, 
 @click.option("--threshold", type=float, default=None,
               help="Cut between adjacent characters whose impact is below this (default: the sentence mean).")
 def segment(corpus, pretrained, layer, distance, pooling, limit, output, as_json, plot, plot_sentence, device,
-            batch_tokens, precision, threshold):
-    """Segment CORPUS's text into words and score it against its gold words (P/R/F1).
+            threads, quiet, batch_tokens, precision, threshold):
+    """Segment CORPUS's text into words and score it against its gold words (P/R/F1: percent; --json:
+    fractions).
 
     The input of each sentence is its gold words joined without spaces, split into
     characters; the gold words are only used for scoring.
@@ -161,10 +168,10 @@ def segment(corpus, pretrained, layer, distance, pooling, limit, output, as_json
     from tagpipe.corpora.types import Sentence
     from tagpipe.plugins.perturbed_masking.protocol import boundary_scores, segmentation_counts, split_units
 
-    sentences = _load(corpus, limit, device, "segment")
+    sentences = _load(corpus, limit, device, threads, "segment")
     model = _impact_model(pretrained, layer, distance, pooling, device, batch_tokens, precision)
     units = [[c for c in "".join(s.tokens) if not c.isspace()] for s in sentences]
-    impacts = model.adjacent_impacts(units)
+    impacts = _by_chunks(model, model.adjacent_impacts, units, quiet, "segment")
     correct = n_pred = n_gold = 0
     predicted = []
     for sentence, chars, impact in zip(sentences, units, impacts, strict=True):
@@ -179,8 +186,8 @@ def segment(corpus, pretrained, layer, distance, pooling, limit, output, as_json
     if plot is not None:
         k = min(max(plot_sentence, 1), len(units)) - 1
         _plot_one(plot, 1, [units[k]], model.matrices([units[k]]), lambda s: s)
-    precision = 100.0 * correct / max(n_pred, 1)
-    recall = 100.0 * correct / max(n_gold, 1)
+    precision = correct / max(n_pred, 1)
+    recall = correct / max(n_gold, 1)
     f1 = 2 * precision * recall / max(precision + recall, 1e-12)
     result = {"precision": precision, "recall": recall, "f1": f1, "sentences": len(sentences),
               "gold_words": n_gold, "predicted_words": n_pred,
@@ -190,7 +197,21 @@ def segment(corpus, pretrained, layer, distance, pooling, limit, output, as_json
         click.echo(json.dumps(result))
         return
     click.echo(f"{len(sentences)} sentences, {n_gold} gold words, {n_pred} predicted")
-    click.echo(f"precision {precision:.2f}  recall {recall:.2f}  F1 {f1:.2f}")
+    click.echo(f"precision {precision * 100:.2f}  recall {recall * 100:.2f}  F1 {f1 * 100:.2f}")
+
+
+def _by_chunks(model, run, units: list, quiet: bool, desc: str) -> list:
+    """``run(units)`` (the model's ``matrices`` or ``adjacent_impacts``) under a progress bar, chunk by chunk:
+    the same length-sorted chunks the model makes itself (each already sorted, it keeps their order), so
+    the results are identical to one call's."""
+    order = sorted(range(len(units)), key=lambda k: len(units[k]))
+    size = model.chunk_sentences
+    chunks = [order[start:start + size] for start in range(0, len(order), size)]
+    results: list = [None] * len(units)
+    for chunk in progress(chunks, quiet=quiet, desc=desc, total=len(units), size=len):
+        for k, result in zip(chunk, run([units[k] for k in chunk]), strict=True):
+            results[k] = result
+    return results
 
 
 def _plot_one(path: Path, which: int, sentences, matrices, words_of) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from tagpipe.commands.options import device_option, quiet_option, threads_option
 from tagpipe.corpora.io import write_atomically
 from tagpipe.plugins.seq2seq.names import STRATEGIES
 
@@ -32,16 +33,21 @@ from tagpipe.plugins.seq2seq.names import STRATEGIES
 @click.option("--max-length", type=int, default=None, help="Generated tokens at most (default: the model's).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--no-cache", is_flag=True, help="Re-encode the whole sequence each step (slow; for checks).")
-@click.option("--device", default="cpu", show_default=True)
+@device_option
+@threads_option
 def generate(input_file, model_dir, output, strategy, beams, length_penalty, top_k, top_p, temperature, seed,
-             max_length, batch_size, no_cache, device):
+             max_length, batch_size, no_cache, device, threads):
     """Generate a text for each record of INPUT.jsonl (a string ``source`` per line).
 
     Each output line is the input record with ``generated`` added.
     """
+    from tagpipe.devices import resolve_device
     from tagpipe.plugins.seq2seq.generation import generate as run
     from tagpipe.plugins.seq2seq.model import Seq2SeqModel, read_pairs
+    from tagpipe.tasks import set_threads
 
+    device = str(resolve_device(device))
+    set_threads(threads)
     records = read_pairs(input_file, need_target=False)
     model = Seq2SeqModel.load(model_dir, device=device)
     try:
@@ -74,12 +80,18 @@ def generate(input_file, model_dir, output, strategy, beams, length_penalty, top
 @click.option("--max-source-length", type=int, default=128, show_default=True)
 @click.option("--max-target-length", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--quiet", "-q", is_flag=True)
+@device_option
+@threads_option
+@quiet_option
 def seq2seq_train(train_file, dev_file, pretrained, output, epochs, batch_size, lr, max_source_length,
-                  max_target_length, seed, device, quiet):
+                  max_target_length, seed, device, threads, quiet):
     """Fine-tune a BERT masked LM as a UniLM seq2seq model on source/target pairs."""
+    from tagpipe.devices import resolve_device
     from tagpipe.plugins.seq2seq.model import train_seq2seq
+    from tagpipe.tasks import set_threads
+
+    device = str(resolve_device(device))
+    set_threads(threads)
 
     history = train_seq2seq(train=train_file, dev=dev_file, pretrained=pretrained, output=output, epochs=epochs,
                             batch_size=batch_size, lr=lr, max_source_length=max_source_length,

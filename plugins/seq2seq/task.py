@@ -64,12 +64,13 @@ class Seq2SeqTask(Task):
         click.echo(f"model in {output} (final train loss {history['train_loss'][-1]:.4f}{dev})")
 
     def evaluate(self, corpus: str, model: Path, options: Options) -> dict[str, Any]:
-        options.check(self.name, ("format_", "batch_size", "device", "threads"))
+        options.check(self.name, ("format_", "batch_size", "device", "threads", "quiet"))
+        from tagpipe.devices import resolve_device
         from tagpipe.plugins.seq2seq.model import Seq2SeqModel, load_pairs
 
         set_threads(options.get("threads"))
         pairs = load_pairs(corpus, options.get("format_", "jsonl"))
-        loaded = Seq2SeqModel.load(model, device=options.get("device", "cpu"))
+        loaded = Seq2SeqModel.load(model, device=str(resolve_device(options.get("device", "auto"))))
         return score_generations(loaded, pairs, batch_size=options.get("batch_size", 16))
 
     def format_scores(self, scores: dict[str, Any]) -> str:

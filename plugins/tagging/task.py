@@ -79,7 +79,8 @@ class TaggerTask(Task):
         if column is None and trained.get("format", "conll") == fmt:
             column = trained.get("tag_column")  # the column the model learnt (--task tag --tag-column 1: POS)
         sentences = labelled_sentences(corpus, fmt, task=tagger.task, scheme=values["scheme"], tag_column=column)
-        predicted = tagger.tag([s.tokens for s in sentences], batch_size=options.get("batch_size", 128))
+        predicted = _tag_with_progress(tagger, [s.tokens for s in sentences], options.get("batch_size", 128),
+                                       quiet=bool(values.get("quiet")))
         gold = [s.tags for s in sentences]
         if tagger.task == "ner":
             return entity_scores(gold, [convert(p, tagger.scheme, "iob2") for p in predicted])
@@ -122,3 +123,17 @@ def _task_options() -> set[str]:
     from tagpipe.tasks import get_task, task_names
 
     return {o.name for n in task_names() for o in get_task(n).train_options if o.name}
+
+
+def _tag_with_progress(tagger: Any, sentences: list[list[str]], batch_size: int, *, quiet: bool) -> list[list[str]]:
+    """``tagger.tag(sentences)`` batch by batch under a progress bar: the same length-sorted batches
+    ``Tagger.tag`` makes (it sorts each already sorted chunk stably), so the tags are identical."""
+    from tagpipe.commands.options import progress
+
+    predicted: list[list[str]] = [[] for _ in sentences]
+    order = sorted((i for i, s in enumerate(sentences) if len(s)), key=lambda i: len(sentences[i]))
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    for batch in progress(batches, quiet=quiet, desc="evaluate", total=len(order), size=len):
+        for i, tags in zip(batch, tagger.tag([sentences[i] for i in batch], batch_size=batch_size), strict=True):
+            predicted[i] = tags
+    return predicted

@@ -77,11 +77,11 @@ class TriplesTask(Task):
         run_training(settings, threads=options.get("threads"), quiet=bool(options.get("quiet")))
 
     def evaluate(self, corpus: str, model: Path, options: Options) -> dict[str, Any]:
-        options.check(self.name, ("format_", "batch_size", "device", "threads"))
+        options.check(self.name, ("format_", "batch_size", "device", "threads", "quiet"))
         if options.get("format_", FORMAT) != FORMAT:
             raise TagpipeError(f"a triples model is evaluated on --format {FORMAT}, not {options.get('format_')!r}")
         return evaluate_folder(corpus, model, batch_size=options.get("batch_size", 32),
-                               device=options.get("device", "cpu"), threads=options.get("threads"))
+                               device=_device(options.get("device", "auto")), threads=options.get("threads"))
 
     def format_scores(self, scores: dict[str, Any]) -> str:
         return format_scores(scores)

@@ -23,6 +23,8 @@ from typing import Any
 
 import click
 
+from tagpipe.commands.options import device_option, json_option, quiet_option, threads_option
+
 HEAD_CHOICES = ("pointer", "gplinker")  # kept equal to tagpipe.plugins.triples.heads.HEADS (not imported: torch)
 
 
@@ -182,18 +184,22 @@ def format_scores(result: dict[str, Any]) -> str:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--limit", type=int, default=None, help="Train on the first N sentences only.")
 @click.option("--dev-limit", type=int, default=None, help="Score the first N dev sentences only.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@device_option
+@threads_option
+@quiet_option
 def triples_train(train_path, dev_path, output, pretrained, head, efficient, relations, epochs, batch_size, lr,
-                  encoder_lr, seed, limit, dev_limit, device, threads):
+                  encoder_lr, seed, limit, dev_limit, device, threads, quiet):
     """Train a relation-triple model on WebNLG-style JSON (best dev F1 kept in OUTPUT).
 
     The same as `tagpipe train --task triples`, plus --limit / --dev-limit."""
+    from tagpipe.devices import resolve_device
+
+    device = str(resolve_device(device))
     settings = TriplesSettings(train=train_path, dev=dev_path, output=output, pretrained=pretrained, head=head,
                                efficient=efficient, epochs=epochs, batch_size=batch_size, lr=lr,
                                encoder_lr=encoder_lr, seed=seed, limit=limit, dev_limit=dev_limit, device=device,
                                relations=relations)
-    run_training(settings, threads=threads)
+    run_training(settings, threads=threads, quiet=quiet)
 
 
 @click.command("triples-evaluate")
@@ -201,12 +207,15 @@ def triples_train(train_path, dev_path, output, pretrained, head, efficient, rel
 @click.option("--model", "-m", "model_path", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--limit", type=int, default=None, help="Only the first N sentences.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (P/R/F1 as fractions).")
+@device_option
+@threads_option
+@json_option
 def triples_evaluate(corpus, model_path, batch_size, limit, device, threads, as_json):
     """Triple P/R/F1 (exact match on full entity strings) of a model on a WebNLG-style CORPUS.
 
     The same as `tagpipe evaluate CORPUS -m MODEL`, plus --limit."""
-    result = evaluate_folder(corpus, model_path, batch_size=batch_size, device=device, threads=threads, limit=limit)
+    from tagpipe.devices import resolve_device
+
+    result = evaluate_folder(corpus, model_path, batch_size=batch_size, device=str(resolve_device(device)),
+                             threads=threads, limit=limit)
     click.echo(json.dumps(result) if as_json else format_scores(result))
