@@ -139,10 +139,16 @@ def test_save_load_round_trip_generates_the_same(model, tmp_path):
     model.save(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["task"] == "seq2seq" and config["format_version"] == 1
-    assert (tmp_path / "m" / "transformer" / "tokenizer.json").is_file()
+    assert (tmp_path / "m" / "encoder" / "tokenizer.json").is_file()  # the same layout as every task's folder
     loaded = Seq2SeqModel.load(tmp_path / "m")
     for strategy in ("greedy", "beam"):
         assert loaded.generate(SOURCES, strategy=strategy) == model.generate(SOURCES, strategy=strategy)
+
+
+def test_a_folder_saved_before_the_common_layout_still_loads(model, tmp_path):
+    model.save(tmp_path / "m")
+    (tmp_path / "m" / "encoder").rename(tmp_path / "m" / "transformer")  # how 0.1 wrote it
+    assert Seq2SeqModel.load(tmp_path / "m").generate(SOURCES[:1]) == model.generate(SOURCES[:1])
 
 
 def test_loading_errors_are_model_errors(tmp_path, model):

@@ -19,7 +19,7 @@ whole row causal (source included); running them ourselves gives one code path f
 uncached and cached decoding (see :mod:`tagpipe.plugins.seq2seq.generation`).
 
 A saved model folder is self-contained: ``config.json`` (``format_version``, ``task``: seq2seq,
-length limits), ``transformer/`` (HF config and tokenizer) and ``model.safetensors``.
+length limits), ``encoder/`` (HF config and tokenizer; ``transformer/`` in older folders) and ``model.safetensors``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
 
 FORMAT_VERSION = 1
 TASK = "seq2seq"
-ASSETS_DIR = "transformer"
+ASSETS_DIR = "encoder"  # as every task's transformer (the bert encoder's folder name)
+LEGACY_ASSETS_DIR = "transformer"  # what seq2seq folders saved before 0.2 hold: still read
 
 
 @dataclass
@@ -114,13 +115,15 @@ class Seq2SeqModel(nn.Module):
         from transformers import AutoConfig, BertForMaskedLM
 
         folder = Path(path)
+        assets = ASSETS_DIR if (folder / ASSETS_DIR).is_dir() or not (folder / LEGACY_ASSETS_DIR).is_dir() \
+            else LEGACY_ASSETS_DIR
         config = read_model_config(folder, task=TASK, format_version=FORMAT_VERSION,
-                                   required=(WEIGHTS_FILE, f"{ASSETS_DIR}/{CONFIG_FILE}"))
+                                   required=(WEIGHTS_FILE, f"{assets}/{CONFIG_FILE}"))
         with quiet_transformers():
-            mlm = BertForMaskedLM(AutoConfig.from_pretrained(folder / ASSETS_DIR, local_files_only=True))
+            mlm = BertForMaskedLM(AutoConfig.from_pretrained(folder / assets, local_files_only=True))
         load_model(mlm, str(folder / WEIGHTS_FILE), device="cpu")
         mlm.tie_weights()
-        model = cls(mlm, load_tokenizer(folder / ASSETS_DIR), Seq2SeqConfig.from_dict(config))
+        model = cls(mlm, load_tokenizer(folder / assets), Seq2SeqConfig.from_dict(config))
         model.meta = dict(config.get("meta") or {})
         return model.to(device).eval()
 
