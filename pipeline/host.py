@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "perturbed_masking": "tagpipe.plugins.perturbed_masking.hooks",
     "seq2seq": "tagpipe.plugins.seq2seq.hooks",
     "triples": "tagpipe.plugins.triples.hooks",
+    "export": "tagpipe.plugins.export.hooks",
 }
 FAMILY_HOOKS = {"encoder": "register_encoders", "decoder": "register_decoders", "format": "register_formats",
                 "task": "register_tasks"}

@@ -37,12 +37,17 @@ from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import ModelError, TagpipeError
 from tagpipe.model_folder import read_model_config
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
-from tagpipe.plugins.encoders.bert import check_pretrained_folder, load_pretrained, load_tokenizer, quiet_transformers
+from tagpipe.plugins.encoders.bert import (  # ASSETS_DIR: every task's folder keeps its transformer there
+    ASSETS_DIR,
+    check_pretrained_folder,
+    load_pretrained,
+    load_tokenizer,
+    quiet_transformers,
+)
 from tagpipe.plugins.seq2seq.attention import KeyValues, Packed, unilm_mask
 
 FORMAT_VERSION = 1
 TASK = "seq2seq"
-ASSETS_DIR = "encoder"  # as every task's transformer (the bert encoder's folder name)
 LEGACY_ASSETS_DIR = "transformer"  # what seq2seq folders saved before 0.2 hold: still read
 
 
