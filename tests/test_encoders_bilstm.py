@@ -184,7 +184,8 @@ def test_bigrams_survive_save_and_load(tmp_path):
 def test_pretrained_vectors_end_up_in_the_embeddings(tmp_path):
     path = tmp_path / "vectors.txt"
     path.write_text("4 3\nGerman 1 2 3\ngerman 9 9 9\nzebra 0.5 0.5 0.5\nlamb -1 0 1\n", encoding="utf-8")
-    enc = BiLSTMEncoder.from_corpus(CORPUS, pretrained_vectors=str(path), pretrained_limit=1, hidden=4)
+    enc = BiLSTMEncoder.from_corpus(CORPUS, pretrained_vectors=str(path), pretrained_limit=1, hidden=4,
+                                    lowercase=True)  # a cased file would otherwise be looked up cased
     assert enc.config()["word_dim"] == 3
     weight = enc.word_embed.weight
     # "German" normalises to "german" first, so its vector wins; "lamb" is a training word.

@@ -1,138 +1,49 @@
 """A BiLSTM encoder over word, character and casing features (``tagpipe.bilstm.v1``).
 
-Designed to do well without pretrained vectors: words are looked up lowercased with digits
-mapped to 0 (fewer, better-trained rows), while the characters keep the original spelling and a
-small casing embedding says how the word was written. Rare training words are replaced by UNK
-now and then (``alpha / (alpha + count)``, Kiperwasser & Goldberg 2016) so the UNK row is
-trained on words that behave like the unseen ones met at test time.
+Designed to do well without pretrained vectors (see :mod:`~tagpipe.plugins.encoders.word_features`
+for the features), and better with them: ``pretrained_vectors`` names a GloVe/word2vec text file
+or a spaCy vectors folder.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from tagpipe.components import Encoder, lengths_to_mask
-from tagpipe.errors import check_config_keys
-from tagpipe.model_folder import Field, check_fields
-from tagpipe.plugins.encoders.context_bilstm import ContextBiLSTM, init_lstm, locked_dropout
+from tagpipe.model_folder import Field
+from tagpipe.plugins.encoders.context_bilstm import ContextBiLSTM, init_lstm
 from tagpipe.plugins.encoders.lstm_loop import run_bilstm, run_bilstm_rows, uses_step_loop
-from tagpipe.plugins.encoders.token_features import (
-    BOW,
-    CASINGS,
-    EOW,
-    UNK,
-    CharCNN,
-    CharLSTM,
-    casing,
-    char_form,
-    embedding,
-    normalizer,
-    read_vocab,
-    token_bigrams,
-    unk_probabilities,
-)
-
-_CACHE_LIMIT = 500_000  # token strings whose ids featurize remembers
-VOCAB_FILE = "vocab.json"
-#: kinds and ranges of the config's values (the upper bounds are far above any useful size: a typo's
-#: ``10**9`` is refused before anything is allocated)
-CONFIG_FIELDS = {
-    "word_dim": Field((int, None), low=1, high=4096),
-    "lowercase": Field((bool,)),
-    "normalize_digits": Field((bool,)),
-    "min_count": Field((int,), low=1),
-    "word_dropout": Field((float,), low=0),
-    "char_encoder": Field((str,), choices=("cnn", "lstm")),
-    "char_dim": Field((int,), low=1, high=1024),
-    "char_hidden": Field((int,), low=1, high=4096),
-    "casing_dim": Field((int,), low=1, high=1024),
-    "max_word_len": Field((int,), low=1, high=10_000),
-    "hidden": Field((int,), low=1, high=16_384),
-    "layers": Field((int,), low=1, high=64),
-    "dropout": Field((float,), low=0, high=0.99),
-    "locked_dropout": Field((bool,)),
-    "pretrained_vectors": Field((str, None)),
-    "pretrained_limit": Field((int,), low=0),
-    "bigram_dim": Field((int,), low=0, high=4096),
-    "bigram_min_count": Field((int,), low=1),
-}
+from tagpipe.plugins.encoders.word_features import FeatureConfig, WordFeatureEncoder
 
 
 @dataclass
-class BiLSTMConfig:
-    """Hyper-parameters; see docs/encoders.md for the reasons behind the defaults."""
+class BiLSTMConfig(FeatureConfig):
+    """The token features' hyper-parameters, and the BiLSTM's."""
 
-    word_dim: int | None = None  # None: the vectors' dimension, or 100 without vectors
-    lowercase: bool = True
-    normalize_digits: bool = True
-    min_count: int = 1
-    word_dropout: float = 0.25  # alpha of alpha / (alpha + count); 0 turns it off
-    char_encoder: str = "cnn"  # "cnn" or "lstm"
-    char_dim: int = 30
-    char_hidden: int = 50  # CNN filters, or LSTM units per direction
-    casing_dim: int = 12
-    max_word_len: int = 30
+    kind: ClassVar[str] = "bilstm"
+    extra_fields: ClassVar[dict[str, Field]] = {
+        "hidden": Field((int,), low=1, high=16_384),
+        "layers": Field((int,), low=1, high=64),
+    }
+
     hidden: int = 200  # LSTM units per direction
     layers: int = 1
-    dropout: float = 0.5
-    locked_dropout: bool = True  # one dropout mask per sentence (variational), not per token
-    pretrained_vectors: str | None = None
-    pretrained_limit: int = 50_000  # also add the file's first N words to the vocabulary
-    bigram_dim: int = 0  # > 0: also embed each token with its right neighbour (Chinese characters); 0: off
-    bigram_min_count: int = 2  # rarer training bigrams read as UNK
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> BiLSTMConfig:
-        """A config from its dict, each key known and each value of its kind and range (:data:`CONFIG_FIELDS`),
-        else a ``ValueError`` (``ConfigKeyError`` / ``ConfigValueError``) naming the key."""
-        check_config_keys("bilstm encoder config", config, (f.name for f in fields(cls)))
-        check_fields("bilstm encoder config", config, CONFIG_FIELDS)
-        return cls(**config)
 
 
-class BiLSTMEncoder(Encoder):
+class BiLSTMEncoder(WordFeatureEncoder):
     """Word + char + casing embeddings -> dropout -> BiLSTM -> dropout: ``[B, T, 2 * hidden]``."""
 
-    def __init__(
-        self,
-        cfg: BiLSTMConfig,
-        words: list[str],
-        counts: list[int],
-        chars: list[str],
-        vectors: Tensor | None = None,
-        bigrams: list[str] | None = None,
-        bigram_counts: list[int] | None = None,
-    ) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.words, self.counts, self.chars = words, counts, chars
-        self.bigrams, self.bigram_counts = bigrams or ["<pad>", "<unk>"], bigram_counts or [0, 0]
-        self.word_index = {w: i for i, w in enumerate(words) if i > UNK}  # specials: ids only
-        self.bigram_index = {b: i for i, b in enumerate(self.bigrams) if i > UNK}
-        self.char_index = {c: i for i, c in enumerate(chars)}
-        self._cache: dict[str, tuple[int, int, list[int]]] = {}
-        self._norm = normalizer(cfg.lowercase, cfg.normalize_digits)
-        word_dim = cfg.word_dim or 100
+    config_class = BiLSTMConfig
+    cfg: BiLSTMConfig
 
-        self.word_embed = embedding(len(words), word_dim)
-        if vectors is not None:
-            with torch.no_grad():
-                self.word_embed.weight[2 : 2 + len(vectors)] = vectors
-        char_cls = CharCNN if cfg.char_encoder == "cnn" else CharLSTM
-        self.char_encoder = char_cls(len(chars), cfg.char_dim, cfg.char_hidden, cfg.dropout)
-        self.casing_embed = embedding(len(CASINGS), cfg.casing_dim)
-        self.bigram_embed = embedding(len(self.bigrams), cfg.bigram_dim) if cfg.bigram_dim else None
-        input_dim = word_dim + self.char_encoder.output_dim + cfg.casing_dim + cfg.bigram_dim
+    def __init__(self, cfg: BiLSTMConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cfg, *args, **kwargs)
         self.lstm = nn.LSTM(
-            input_dim,
+            self.input_dim,
             cfg.hidden,
             num_layers=cfg.layers,
             batch_first=True,
@@ -141,155 +52,11 @@ class BiLSTMEncoder(Encoder):
         )
         init_lstm(self.lstm)
         self.output_dim = 2 * cfg.hidden
-        # P(replace by UNK) per word id; derived from counts, so not saved with the weights.
-        self.register_buffer("unk_prob", unk_probabilities(counts, cfg.word_dropout), persistent=False)
-        bigram_unk = unk_probabilities(self.bigram_counts, cfg.word_dropout)
-        self.register_buffer("bigram_unk_prob", bigram_unk, persistent=False)
-
-    # -- building and saving -------------------------------------------------------------
-
-    @classmethod
-    def from_corpus(cls, sentences: Sequence[Sequence[str]], **config: Any) -> BiLSTMEncoder:
-        """Vocabularies from the training tokens (plus pretrained words, when vectors are given).
-
-        Word ids: PAD=0, UNK=1, then the pretrained words kept (file order), then the training
-        words with ``count >= min_count`` not already present (most frequent first).
-        """
-        cfg = BiLSTMConfig.from_dict(config)
-        norm = normalizer(cfg.lowercase, cfg.normalize_digits)
-        word_counts: Counter[str] = Counter()
-        char_counts: Counter[str] = Counter()
-        for sentence in sentences:
-            word_counts.update(norm(t) for t in sentence)
-            for token in sentence:
-                char_counts.update(char_form(token, cfg.normalize_digits))
-        train_words = [w for w, c in word_counts.most_common() if c >= cfg.min_count]
-        vectors = None
-        words = ["<pad>", "<unk>"]
-        if cfg.pretrained_vectors:
-            from tagpipe.plugins.encoders.vectors import read_word_vectors
-
-            kept, vectors = read_word_vectors(
-                cfg.pretrained_vectors, set(train_words), limit=cfg.pretrained_limit, normalize=norm
-            )
-            if cfg.word_dim is not None and cfg.word_dim != vectors.size(1):
-                raise ValueError(
-                    f"word_dim={cfg.word_dim} but {cfg.pretrained_vectors} has {vectors.size(1)}-d vectors"
-                )
-            cfg.word_dim = vectors.size(1)
-            words += kept
-        cfg.word_dim = cfg.word_dim or 100
-        present = set(words[2:])
-        words += [w for w in train_words if w not in present]
-        counts = [0, 0] + [word_counts.get(w, 0) for w in words[2:]]
-        chars = ["<pad>", "<unk>", "<bow>", "<eow>"] + [c for c, _ in char_counts.most_common()]
-        bigrams, bigram_counts = ["<pad>", "<unk>"], [0, 0]
-        if cfg.bigram_dim:
-            counted = Counter(b for sentence in sentences for b in token_bigrams([norm(t) for t in sentence]))
-            kept = [(b, c) for b, c in counted.most_common() if c >= cfg.bigram_min_count]
-            bigrams += [b for b, _ in kept]
-            bigram_counts += [c for _, c in kept]
-        return cls(cfg, words, counts, chars, vectors, bigrams, bigram_counts)
 
     @classmethod
     def from_input(cls, input_dim: int, **config: Any) -> Encoder:
         """As a later stage of ``tagpipe.stack.v1``: a BiLSTM over the previous stage's features."""
         return ContextBiLSTM.from_input(input_dim, **config)
-
-    @classmethod
-    def from_assets(cls, path: Path, config: dict[str, Any]) -> BiLSTMEncoder:
-        cfg = BiLSTMConfig.from_dict(config)
-        vocab = read_vocab(Path(path) / VOCAB_FILE)
-        return cls(cfg, vocab["words"], vocab["counts"], vocab["chars"], bigrams=vocab.get("bigrams"),
-                   bigram_counts=vocab.get("bigram_counts"))
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
-
-    def save_assets(self, path: Path) -> None:
-        vocab = {"words": self.words, "counts": self.counts, "chars": self.chars}
-        if self.bigram_embed is not None:
-            vocab.update(bigrams=self.bigrams, bigram_counts=self.bigram_counts)
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-
-    # -- batches -----------------------------------------------------------------------------
-
-    def _token(self, token: str) -> tuple[int, int, list[int]]:
-        """(word id, casing id, char ids with BOW/EOW) of one token string, cached."""
-        hit = self._cache.get(token)
-        if hit is None:
-            cfg = self.cfg
-            word = self.word_index.get(self._norm(token), UNK)
-            chars = [self.char_index.get(c, UNK) for c in char_form(token, cfg.normalize_digits)]
-            if len(chars) > cfg.max_word_len:  # keep both ends: prefixes and suffixes carry the signal
-                head = cfg.max_word_len // 2
-                chars = chars[:head] + chars[len(chars) - (cfg.max_word_len - head) :]
-            hit = (word, casing(token), [BOW, *chars, EOW])
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[token] = hit
-        return hit
-
-    def featurize(self, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
-        """``word_ids``/``casing``/``char_index`` ``[B, T]``, ``char_ids`` ``[U, L]``, ``lengths`` ``[B]``.
-
-        With ``bigram_dim``, ``bigram_ids`` ``[B, T]`` too: each token with its right neighbour.
-        ``char_ids`` holds the characters of the batch's ``U`` distinct token strings (a batch of
-        128 sentences has ~40% distinct tokens), ``char_index`` says which row each token reads,
-        so inference runs the character encoder once per distinct word. ``T`` is the longest
-        sentence and ``L`` the longest word (+2 markers); padding is 0. Char ids are scattered
-        into place with one indexing op, not nested lists.
-        """
-        lengths = [len(s) for s in sentences]
-        batch, seq = len(sentences), max(lengths, default=0)
-        word_ids = [0] * (batch * seq)
-        casings = [0] * (batch * seq)
-        char_index = [0] * (batch * seq)
-        distinct: dict[str, int] = {}
-        flat_chars: list[int] = []
-        char_lens: list[int] = []
-        for b, sentence in enumerate(sentences):
-            base = b * seq
-            for t, token in enumerate(sentence):
-                word, case, chars = self._token(token)
-                word_ids[base + t] = word
-                casings[base + t] = case
-                row = distinct.get(token)
-                if row is None:
-                    row = distinct[token] = len(distinct)
-                    flat_chars += chars
-                    char_lens.append(len(chars))
-                char_index[base + t] = row
-        width = max(char_lens, default=1)
-        char_ids = torch.zeros(len(distinct) * width, dtype=torch.long)
-        if flat_chars:
-            lens = torch.tensor(char_lens)
-            starts = torch.arange(len(distinct)) * width
-            offsets = torch.cumsum(lens, 0) - lens  # where each word's chars start in flat_chars
-            pos = torch.arange(len(flat_chars)) - torch.repeat_interleave(offsets, lens)
-            char_ids[torch.repeat_interleave(starts, lens) + pos] = torch.tensor(flat_chars)
-        features = {
-            "word_ids": torch.tensor(word_ids, dtype=torch.long).view(batch, seq),
-            "casing": torch.tensor(casings, dtype=torch.long).view(batch, seq),
-            "char_ids": char_ids.view(len(distinct), width),
-            "char_index": torch.tensor(char_index, dtype=torch.long).view(batch, seq),
-            "lengths": torch.tensor(lengths, dtype=torch.long),
-        }
-        if self.bigram_embed is not None:
-            features["bigram_ids"] = self._bigram_ids(sentences, seq)
-        return features
-
-    def _bigram_ids(self, sentences: Sequence[Sequence[str]], seq: int) -> Tensor:
-        """``[B, T]`` ids of each token's bigram with its right neighbour (UNK when unseen, 0 past the end)."""
-        ids = torch.zeros(len(sentences), seq, dtype=torch.long)
-        index = self.bigram_index
-        for b, sentence in enumerate(sentences):
-            row = [index.get(g, UNK) for g in token_bigrams([self._norm(t) for t in sentence])]
-            ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return ids
-
-    # -- the network -------------------------------------------------------------------------
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """``[B, T, 2 * hidden]``; rows are zero past each sentence's length."""
@@ -297,24 +64,9 @@ class BiLSTMEncoder(Encoder):
         batch, seq = word_ids.shape
         if batch == 0 or seq == 0:
             return self.word_embed.weight.new_zeros(batch, seq, self.output_dim)
-        mask = lengths_to_mask(lengths.to(word_ids.device), seq)  # shape: [B, T]
         if self.bigram_embed is None and not self.training and uses_step_loop(self.lstm, self.word_embed.weight):
-            return self._forward_distinct(features, mask)
-        words = self.word_embed(self._word_dropout(word_ids, self.unk_prob))  # shape: [B, T, word_dim]
-        char_feats = words.new_zeros(batch, seq, self.char_encoder.output_dim)
-        chars, rows = features["char_ids"], features["char_index"][mask]  # only real tokens
-        if self.training:  # one row per token: each occurrence draws its own dropout
-            encoded = self.char_encoder(chars[rows])
-        else:  # once per distinct word
-            encoded = self.char_encoder(chars)[rows]
-        char_feats[mask] = encoded.to(char_feats.dtype)  # under autocast the encoder may answer in bf16/fp16
-        parts = [words, char_feats, self.casing_embed(features["casing"])]
-        if self.bigram_embed is not None:
-            bigram_ids = self._word_dropout(features["bigram_ids"], self.bigram_unk_prob)
-            parts.append(self.bigram_embed(bigram_ids))  # shape: [B, T, bigram_dim]
-        x = torch.cat(parts, dim=2)
-        x = self._dropout(x)  # shape: [B, T, input_dim]
-        out = run_bilstm(self.lstm, x, lengths)  # shape: [B, T, 2 * hidden]
+            return self._forward_distinct(features, lengths_to_mask(lengths.to(word_ids.device), seq))
+        out = run_bilstm(self.lstm, self.embed(features), lengths)  # shape: [B, T, 2 * hidden]
         return self._dropout(out)
 
     def _forward_distinct(self, features: dict[str, Tensor], mask: Tensor) -> Tensor:
@@ -332,15 +84,3 @@ class BiLSTMEncoder(Encoder):
         encoded = self.char_encoder(chars).to(self.word_embed.weight.dtype)  # shape: [U, char features]
         x = torch.cat([self.word_embed(word_ids), encoded, self.casing_embed(casings)], dim=1)  # shape: [U, D]
         return run_bilstm_rows(self.lstm, x, index, features["lengths"])  # shape: [B, T, 2 * hidden]
-
-    def _word_dropout(self, ids: Tensor, unk_prob: Tensor | None) -> Tensor:
-        """In training, each id replaced by UNK with its probability in ``unk_prob``."""
-        if not self.training or unk_prob is None:
-            return ids
-        return ids.masked_fill(torch.rand(ids.shape, device=ids.device) < unk_prob[ids], UNK)
-
-    def _dropout(self, x: Tensor) -> Tensor:
-        if self.cfg.locked_dropout:
-            return locked_dropout(x, self.cfg.dropout, self.training)
-        return nn.functional.dropout(x, self.cfg.dropout, self.training)
-
