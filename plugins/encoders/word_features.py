@@ -327,7 +327,7 @@ class WordFeatureEncoder(Encoder):
         return ids
 
     def embed(self, features: dict[str, Tensor]) -> Tensor:
-        """``[B, T, input_dim]``: word (with word dropout in training), char, casing and bigram features, dropped out."""
+        """``[B, T, input_dim]``: word (word dropout in training), char, casing and bigram features, dropped out."""
         word_ids, lengths = features["word_ids"], features["lengths"]
         batch, seq = word_ids.shape
         mask = lengths_to_mask(lengths.to(word_ids.device), seq)  # shape: [B, T]
