@@ -31,6 +31,8 @@ ENCODER_CONFIGS: dict[str, Callable[[Fixture], dict[str, Any]]] = {
     "tagpipe.bilstm.v1": lambda fixture: {"word_dim": 8, "char_dim": 4, "char_hidden": 4, "casing_dim": 2,
                                           "hidden": 8},
     "tagpipe.bert.v1": lambda fixture: {"pretrained": str(fixture("tiny_bert_dir"))},
+    "tagpipe.idcnn.v1": lambda fixture: {"word_dim": 8, "char_dim": 4, "char_hidden": 4, "casing_dim": 2,
+                                         "filters": 8, "dilations": [1, 2], "iterations": 2},
     "tagpipe.stack.v1": lambda fixture: {
         "pretrained": str(fixture("tiny_bert_dir")),  # goes to the first stage, as `--pretrained` does
         "encoders": [{"name": "tagpipe.bert.v1"}, {"name": "tagpipe.bilstm.v1", "config": {"hidden": 8}}],

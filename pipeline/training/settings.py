@@ -16,7 +16,7 @@ import tomllib
 from tagpipe.corpora.types import Sentence
 from tagpipe.errors import CorpusError, TagpipeError, check_config_keys
 
-ENCODER_ALIASES = {"bilstm": "tagpipe.bilstm.v1", "bert": "tagpipe.bert.v1"}
+ENCODER_ALIASES = {"bilstm": "tagpipe.bilstm.v1", "bert": "tagpipe.bert.v1", "idcnn": "tagpipe.idcnn.v1"}
 DECODER_ALIASES = {
     "softmax": "tagpipe.softmax.v1",
     "crf": "tagpipe.crf.v1",

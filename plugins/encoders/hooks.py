@@ -10,4 +10,5 @@ from tagpipe import hookimpl
 def register_encoders(register):
     register("tagpipe.bilstm.v1", "tagpipe.plugins.encoders.bilstm:BiLSTMEncoder")
     register("tagpipe.bert.v1", "tagpipe.plugins.encoders.bert:BertEncoder")
+    register("tagpipe.idcnn.v1", "tagpipe.plugins.encoders.idcnn:IDCNNEncoder")
     register("tagpipe.stack.v1", "tagpipe.plugins.encoders.stack:StackEncoder")
