@@ -15,8 +15,10 @@ import tomllib
 
 from tagpipe.corpora.types import Sentence
 from tagpipe.errors import CorpusError, TagpipeError, check_config_keys
+from tagpipe.training.optimizers import LR_SCALING_RULES, OPTIMIZER_ALIASES, default_lr_scaling, optimizer_name
 
-ENCODER_ALIASES = {"bilstm": "tagpipe.bilstm.v1", "bert": "tagpipe.bert.v1", "idcnn": "tagpipe.idcnn.v1"}
+ENCODER_ALIASES = {"bilstm": "tagpipe.bilstm.v1", "bert": "tagpipe.bert.v1", "idcnn": "tagpipe.idcnn.v1",
+                   "transformer": "tagpipe.transformer.v1"}
 DECODER_ALIASES = {
     "softmax": "tagpipe.softmax.v1",
     "crf": "tagpipe.crf.v1",
@@ -24,8 +26,6 @@ DECODER_ALIASES = {
     "bimemm": "tagpipe.bimemm.v1",
 }
 
-OPTIMIZERS = ("adamw", "adafactor", "sgd")
-OPTIMIZER_ALIASES = {"adam": "adamw"}
 
 #: a field's metadata: a ``--config`` key that ``train`` has no flag for (messages name it by its key)
 CONFIG_KEY = {"flag": False}
@@ -42,6 +42,7 @@ _LIMITS: dict[str, tuple[bool, float, bool, bool]] = {
     "average": (True, 0, True, False), "threads": (True, 1, True, True), "seed": (True, -math.inf, True, False),
     "lr": (False, 0, False, False), "encoder_lr": (False, 0, False, True), "weight_decay": (False, 0, True, False),
     "warmup": (False, 0, True, False), "lr_final": (False, 0, True, False), "clip": (False, 0, True, False),
+    "flood": (False, 0, True, False), "reference_batch_size": (True, 1, True, True),
 }
 
 
@@ -67,7 +68,10 @@ class TrainSettings:
     accumulate: int = 1  # gradient accumulation: forward/backward passes per optimizer step
     lr: float = 2e-3
     encoder_lr: float | None = None  # pretrained encoder weights (a transformer); None: --lr
-    optimizer: str = "adamw"  # adamw (alias adam), adafactor or sgd
+    optimizer: str = "adamw"  # a registered optimizer or an alias (adamw, adam, adafactor, sgd, adax); saved by name
+    lr_scaling: str | None = None  # sqrt, linear or none (lr_scaling.py); None: the optimizer's own default
+    reference_batch_size: int | None = None  # the global batch --lr was tuned for; None: --batch-size
+    flood: float = 0.0  # train on |L - flood| + flood (flooding.py); 0: off
     weight_decay: float = field(default=0.0, metadata=CONFIG_KEY)
     warmup: float = field(default=0.02, metadata=CONFIG_KEY)  # fraction of all steps spent warming the lr up
     lr_final: float = field(default=0.1, metadata=CONFIG_KEY)  # final lr, as a fraction of --lr (linear decay)
@@ -94,9 +98,13 @@ class TrainSettings:
         self.allow_change = parse_allow_change(self.allow_change)
         if self.precision not in {"fp32", "bf16", "fp16"}:
             raise TagpipeError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}")
-        self.optimizer = OPTIMIZER_ALIASES.get(self.optimizer, self.optimizer)
-        if self.optimizer not in OPTIMIZERS:
-            raise TagpipeError(f"--optimizer must be one of {', '.join(OPTIMIZERS)} (or adam), not {self.optimizer!r}")
+        self.optimizer = optimizer_name(self.optimizer)
+        if self.lr_scaling is None:  # resolved here, so saved settings and --resume see the rule used
+            self.lr_scaling = default_lr_scaling(self.optimizer)
+        if self.lr_scaling not in LR_SCALING_RULES:
+            raise TagpipeError(f"--lr-scaling must be {', '.join(LR_SCALING_RULES)}, not {self.lr_scaling!r}")
+        if self.reference_batch_size is None:
+            self.reference_batch_size = self.batch_size
         if self.invalid_tags not in {"repair", "drop"}:
             raise TagpipeError(f"--invalid-tags must be repair or drop, not {self.invalid_tags!r}")
         if self.pretrained:
@@ -116,6 +124,24 @@ class TrainSettings:
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
         check_config_keys("training setting", values, (f.name for f in fields(cls)))
         return cls(**values)
+
+
+def upgrade_saved(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings saved by an older tagpipe as this one saves them: optimizers by registry name, and the
+    settings added since at the values that train as those runs did (no flooding; a reference batch equal
+    to the global batch, so no lr scaling: resuming one with --accumulate > 1 must say so)."""
+    values = dict(values)
+    if isinstance(values.get("optimizer"), str):
+        values["optimizer"] = OPTIMIZER_ALIASES.get(values["optimizer"], values["optimizer"])
+    values.setdefault("flood", 0.0)
+    if "reference_batch_size" not in values and isinstance(values.get("batch_size"), int):
+        values["reference_batch_size"] = values["batch_size"] * values.get("accumulate", 1)
+    if "lr_scaling" not in values:
+        try:
+            values["lr_scaling"] = default_lr_scaling(values.get("optimizer", OPTIMIZER_ALIASES["adamw"]))
+        except TagpipeError:  # an optimizer no longer registered: the comparison names it anyway
+            values["lr_scaling"] = None
+    return values
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

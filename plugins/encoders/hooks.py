@@ -12,3 +12,4 @@ def register_encoders(register):
     register("tagpipe.bert.v1", "tagpipe.plugins.encoders.bert:BertEncoder")
     register("tagpipe.idcnn.v1", "tagpipe.plugins.encoders.idcnn:IDCNNEncoder")
     register("tagpipe.stack.v1", "tagpipe.plugins.encoders.stack:StackEncoder")
+    register("tagpipe.transformer.v1", "tagpipe.plugins.encoders.transformer:TransformerEncoder")
