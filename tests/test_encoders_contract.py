@@ -37,6 +37,8 @@ ENCODER_CONFIGS: dict[str, Callable[[Fixture], dict[str, Any]]] = {
         "pretrained": str(fixture("tiny_bert_dir")),  # goes to the first stage, as `--pretrained` does
         "encoders": [{"name": "tagpipe.bert.v1"}, {"name": "tagpipe.bilstm.v1", "config": {"hidden": 8}}],
     },
+    "tagpipe.transformer.v1": lambda fixture: {"word_dim": 8, "char_dim": 4, "char_hidden": 4, "casing_dim": 2,
+                                               "width": 8, "heads": 2, "ffn": 16},
 }
 #: registry name -> config for a decoder that needs one (the contract's decoders need none)
 DECODER_CONFIGS: dict[str, dict[str, Any]] = {}
