@@ -63,5 +63,17 @@ def register_tasks(register: Register) -> None:
 
 
 @hookspec
+def register_optimizers(register: Register) -> None:
+    """Register optimizers for ``tagpipe train --optimizer NAME``: a factory called as
+    ``factory(param_groups, lr=..., weight_decay=...)`` that returns a ``torch.optim.Optimizer``
+    (an ``Optimizer`` subclass with those arguments is one). ``param_groups`` are torch's parameter
+    groups, some with an ``lr`` of their own (``--encoder-lr``). The optimizer's state dict must be
+    plain data (tensors, numbers, strings, lists, dicts), since ``--resume`` reads checkpoints with
+    ``weights_only``. An optional ``lr_scaling`` attribute on the factory (``"sqrt"``, ``"linear"``
+    or ``"none"``; ``"sqrt"`` when absent) is the ``--lr-scaling`` rule used when the user gives none:
+    how its learning rate follows the global batch size (``docs/training.md``)."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``tagpipe`` command-line group (``cli.add_command(...)``)."""

@@ -40,13 +40,14 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "builtin_decoders": "tagpipe.plugins.decoders.hooks",
     "builtin_formats": "tagpipe.plugins.formats.hooks",
     "builtin_tasks": "tagpipe.plugins.tagging.hooks",
+    "builtin_optimizers": "tagpipe.plugins.optimizers.hooks",
     "perturbed_masking": "tagpipe.plugins.perturbed_masking.hooks",
     "seq2seq": "tagpipe.plugins.seq2seq.hooks",
     "triples": "tagpipe.plugins.triples.hooks",
     "export": "tagpipe.plugins.export.hooks",
 }
 FAMILY_HOOKS = {"encoder": "register_encoders", "decoder": "register_decoders", "format": "register_formats",
-                "task": "register_tasks"}
+                "task": "register_tasks", "optimizer": "register_optimizers"}
 BLOCK_ENV = "TAGPIPE_BLOCK_PLUGINS"  # comma-separated plugin names to leave out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tagpipe.errors import PluginError, UnknownComponentError
 
-KINDS = ("encoder", "decoder", "format", "task")
+KINDS = ("encoder", "decoder", "format", "task", "optimizer")
 
 
 @dataclass

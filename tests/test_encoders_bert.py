@@ -259,7 +259,7 @@ def test_accumulating_two_batches_of_4_equals_one_batch_of_8(tiny_bert_dir, tmp_
     weights = []
     for name, batch, accumulate in (("whole", 8, 1), ("accumulated", 4, 2)):
         run(bert_settings(tmp_path / name, tiny_bert_dir, train=str(eight), dev=None, epochs=1, batch_size=batch,
-                          accumulate=accumulate, optimizer="sgd", clip=0.0, warmup=0.0))
+                          accumulate=accumulate, optimizer="sgd", clip=0.0, warmup=0.0, reference_batch_size=8))
         weights.append(Tagger.load(tmp_path / name / "model").state_dict())
     from safetensors.torch import load_file
 
@@ -341,5 +341,5 @@ def test_cli_training_options(tiny_bert_dir, tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "model" / "config.json").read_text())["meta"]["settings"]
-    assert meta["optimizer"] == "adamw" and meta["accumulate"] == 2 and meta["encoder_lr"] == 1e-4
+    assert meta["optimizer"] == "tagpipe.adamw.v1" and meta["accumulate"] == 2 and meta["encoder_lr"] == 1e-4
     assert meta["grad_checkpointing"] and meta["encoder_config"]["pretrained"] == str(tiny_bert_dir)

@@ -19,8 +19,9 @@ from tagpipe.training.settings import read_config_file
 
 #: options of ``tagpipe train`` that ``compare`` takes as they are (click parameter names)
 TRAIN_OPTIONS = ("train", "dev", "format_", "task", "scheme", "tag_column", "lang", "epochs", "batch_size",
-                 "accumulate", "lr", "encoder_lr", "optimizer", "patience", "average", "device", "threads",
-                 "precision", "grad_checkpointing", "compile", "invalid_tags", "save_dtype", "quiet")
+                 "accumulate", "lr", "encoder_lr", "optimizer", "lr_scaling", "reference_batch_size", "flood",
+                 "patience", "average", "device", "threads", "precision", "grad_checkpointing", "compile",
+                 "invalid_tags", "save_dtype", "quiet")
 #: settings the grid sets per cell; in a --config file they are the grid's defaults
 GRID_KEYS = ("encoder", "decoder", "seed", "output")
 CONFIG = "tagpipe.compare.config"

@@ -76,8 +76,16 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Learning rate (decoder, new weights).")
 @click.option("--encoder-lr", type=float, default=None,
               help="Learning rate of pretrained encoder weights (bert); default --lr.")
-@click.option("--optimizer", type=click.Choice(["adamw", "adam", "adafactor", "sgd"]), default="adamw",
-              show_default=True, help="adam is an alias of adamw; adafactor factors second moments (less memory).")
+@click.option("--optimizer", default="adamw", show_default=True,
+              help="adamw (alias adam), adafactor (factored second moments: less memory), sgd, adax, or a plugin's "
+                   "registered optimizer (`tagpipe plugins`).")
+@click.option("--lr-scaling", type=click.Choice(["sqrt", "linear", "none"]), default=None,
+              help="Scale --lr and --encoder-lr by (global batch / --reference-batch-size)^(1/2) or ^1; default: "
+                   "the optimizer's (sqrt for Adam-type, linear for sgd).")
+@click.option("--reference-batch-size", type=int, default=None,
+              help="The global batch (batch-size x accumulate) --lr was tuned for; default --batch-size.")
+@click.option("--flood", type=float, default=0.0, show_default=True,
+              help="Flooding: train on |loss - B| + B, gradient ascent below B (0: off).")
 @click.option("--patience", type=int, default=8,
               show_default=True, help="Epochs without a better dev score before stopping.")
 @click.option("--average", type=int, default=0, show_default=True, help="Average the K best dev checkpoints.")

@@ -27,7 +27,7 @@ from tagpipe.compare.measuring import measure
 from tagpipe.compare.report import Log, build_report, write_json, write_report
 from tagpipe.corpora.types import Sentence
 from tagpipe.errors import TagpipeError
-from tagpipe.training.settings import TrainSettings
+from tagpipe.training.settings import TrainSettings, upgrade_saved
 
 #: settings that may differ between the seeds of one row: the seed itself, where the run went and how fast it ran
 RUN_ONLY = ("output", "seed", "device", "threads")
@@ -136,7 +136,8 @@ def _check_results(grid: Grid, cells: list[Cell], settings: dict[Cell, TrainSett
         if name in retrained:
             continue
         row = (result.get("encoder"), result.get("decoder"))
-        then = {**comparable(_DEFAULTS), **comparable(result.get("settings", {})), "test": result.get("test_corpus")}
+        saved = upgrade_saved(result.get("settings", {}))  # a cell trained by an older tagpipe, as saved now
+        then = {**comparable(_DEFAULTS), **comparable(saved), "test": result.get("test_corpus")}
         if row in rows:
             diff = differences(rows[row], then)
         else:

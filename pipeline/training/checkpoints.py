@@ -38,7 +38,7 @@ from tagpipe.errors import TagpipeError
 from tagpipe.faults import kill_point
 from tagpipe.model import Tagger
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
-from tagpipe.training.settings import MAY_CHANGE_ON_RESUME, RUN_PLACE, option_name
+from tagpipe.training.settings import MAY_CHANGE_ON_RESUME, RUN_PLACE, option_name, upgrade_saved
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.pt"
@@ -154,7 +154,7 @@ def changes(manifest: dict[str, Any], settings: dict[str, Any], data: dict[str, 
     setting to ``[checkpoint's, now]`` (``allow`` names it, it is where the run goes, or a corpus moved with
     the same content); ``refused`` maps every other difference to its description, e.g. ``--lr: 0.002
     (checkpoint) vs 0.01 (now)``."""
-    then, now = _json(manifest.get("settings", {})), _json(settings)
+    then, now = _json(upgrade_saved(manifest.get("settings", {}))), _json(settings)  # an older run's as now
     accepted: dict[str, list[Any]] = {}
     refused: dict[str, str] = {}
     for key in sorted((then.keys() | now.keys()) - {"train", "dev"}):

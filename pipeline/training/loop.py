@@ -34,6 +34,9 @@ from tagpipe.model import Tagger, span_labels, to_device
 from tagpipe.training import checkpoints, distributed
 from tagpipe.training.checkpoints import CHECKPOINT_DIR, kill_point
 from tagpipe.training.checkpoints import STATE_FILE as STATE_FILE  # where it always was, for callers
+from tagpipe.training.flooding import flooded
+from tagpipe.training.lr_scaling import LrScaling
+from tagpipe.training.optimizers import build_optimizer
 from tagpipe.training.settings import TrainSettings, check_lengths
 
 
@@ -166,7 +169,8 @@ class Trainer:
         tag_ids = [[model.label_ids[t] for t in x] for x in train_tags]
         step_size = s.batch_size * s.accumulate  # sentences per optimizer step
         batches_per_epoch = math.ceil(len(train) / step_size)
-        optimizer = self._optimizer(model)
+        scaling = LrScaling.of(s)  # --lr-scaling: the rates follow the global batch
+        optimizer = self._optimizer(model, scaling)
         schedule = self._schedule(optimizer, batches_per_epoch * s.epochs)
         scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
         history: list[dict[str, Any]] = []
@@ -179,6 +183,7 @@ class Trainer:
                                                      self.dist.world_size)
             first_epoch = state["epoch"] + 1
         model.meta["settings"] = s.to_dict()
+        model.meta["lr_scaling"] = scaling.record(s.lr, s.encoder_lr)
         if accepted:  # the settings of the epochs before the resume, as far as they differ
             self.log("--resume: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in accepted.items()))
             model.meta["resumed"] = [*model.meta.get("resumed", []), {"after_epoch": state["epoch"],
@@ -189,6 +194,8 @@ class Trainer:
         self.log(f"training {s.encoder} + {s.decoder} on {len(train)} sentences ({sum(map(len, train))} tokens), "
                  f"{len(model.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
                  f"device {self.device}{ranks}")
+        if scaling.message(s.lr, s.encoder_lr):
+            self.log(scaling.message(s.lr, s.encoder_lr))
         bad_epochs = sum(1 for h in history if h["epoch"] > best["epoch"])
         for epoch in range(first_epoch, s.epochs + 1):
             if bad_epochs >= s.patience:
@@ -254,12 +261,13 @@ class Trainer:
                 # all passes but the last only accumulate; the last one's backward all-reduces the step
                 with nullcontext() if k == len(passes) else distributed.no_sync(train_loss):
                     with autocast:
-                        loss = train_loss(features, tags) * share
+                        raw = train_loss(features, tags)  # the loss reported; --flood trains on another
+                        loss = flooded(raw, s.flood) * share
                     if not torch.isfinite(loss):
                         raise TagpipeError(f"epoch {epoch}: the loss became {loss.item()}; "
                                            "lower --lr or check the data")
                     scaler.scale(loss * world).backward()  # DDP averages over ranks: N x the shares sums them
-                batch_loss += loss.item()
+                batch_loss += loss.item() if not s.flood else raw.item() * share
             if s.clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
@@ -284,24 +292,21 @@ class Trainer:
         if s.compile:
             model.encoder.compile(dynamic=True)  # in place: parameter names (and saved files) unchanged
 
-    def _optimizer(self, model: Tagger) -> torch.optim.Optimizer:
-        """AdamW, Adafactor or SGD over the encoder's parameter groups and the decoder (at --lr).
+    def _optimizer(self, model: Tagger, scaling: LrScaling | None = None) -> torch.optim.Optimizer:
+        """The registered ``--optimizer`` over the encoder's parameter groups and the decoder (at --lr),
+        the rates scaled for the global batch (``scaling``; by default this run's).
 
         When every group has the same learning rate they are merged into one group, as before
         parameter groups existed (so older checkpoints still resume)."""
         s = self.settings
-        groups = [*model.encoder.parameter_groups(s.lr, s.encoder_lr),
-                  {"params": list(model.decoder.parameters()), "lr": s.lr}]
+        scaling = scaling or LrScaling.of(s)
+        lr, encoder_lr = scaling.scaled(s.lr), scaling.scaled(s.encoder_lr)
+        groups = [*model.encoder.parameter_groups(lr, encoder_lr),
+                  {"params": list(model.decoder.parameters()), "lr": lr}]
         groups = [g for g in groups if g["params"]]
-        if all(set(g) == {"params", "lr"} and g["lr"] == s.lr for g in groups):
-            groups = [{"params": [p for g in groups for p in g["params"]], "lr": s.lr}]
-        if s.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
-        if s.optimizer == "adafactor":
-            return torch.optim.Adafactor(groups, lr=s.lr, weight_decay=s.weight_decay)
-        if s.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
-        raise TagpipeError(f"unknown optimizer {s.optimizer!r}; expected adamw, adafactor or sgd")
+        if all(set(g) == {"params", "lr"} and g["lr"] == lr for g in groups):
+            groups = [{"params": [p for g in groups for p in g["params"]], "lr": lr}]
+        return build_optimizer(s.optimizer, groups, lr=lr, weight_decay=s.weight_decay)
 
     def _schedule(self, optimizer, total_steps: int):
         warmup = max(1, int(self.settings.warmup * total_steps))

@@ -1,0 +1,1 @@
+"""The builtin optimizers: AdamW, Adafactor, SGD and AdaX, registered through ``register_optimizers``."""
