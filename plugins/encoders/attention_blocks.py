@@ -72,8 +72,9 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     ``R_s q . R_t k = q . R_{t-s} k``: a dot product of rotated vectors depends on the offset ``t - s`` only.
     """
     half = x.shape[-1] // 2
+    work = torch.promote_types(x.dtype, cos.dtype)  # at least the tables' fp32, also under bf16 autocast
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # shape: [..., T, dim]
-    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+    return (x.to(work) * cos + rotated.to(work) * sin).to(x.dtype)
 
 
 def log_n_scale(lengths: Tensor, train_length: int) -> Tensor:
