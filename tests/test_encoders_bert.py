@@ -343,3 +343,30 @@ def test_cli_training_options(tiny_bert_dir, tmp_path):
     meta = json.loads((tmp_path / "model" / "config.json").read_text())["meta"]["settings"]
     assert meta["optimizer"] == "tagpipe.adamw.v1" and meta["accumulate"] == 2 and meta["encoder_lr"] == 1e-4
     assert meta["grad_checkpointing"] and meta["encoder_config"]["pretrained"] == str(tiny_bert_dir)
+
+
+def test_a_roformer_folder_trains_saves_and_predicts_through_the_bert_encoder(tmp_path):
+    """RoFormer (rotary positions) loads as any HF encoder folder; its WordPiece tokenizer loads as BERT's."""
+    from tests.tiny_models import build_tiny_roformer
+
+    folder = build_tiny_roformer(tmp_path / "roformer")
+    model = Tagger.build(SENTENCES, LABELS, encoder="tagpipe.bert.v1", decoder="tagpipe.crf.v1",
+                         encoder_config={"pretrained": str(folder)}, scheme="bioes")
+    assert type(model.encoder.model).__name__ == "RoFormerModel"
+    assert model.encoder.enable_grad_checkpointing()
+    model.train()
+    loss = model.loss(model.featurize(SENTENCES), torch.zeros((3, 10), dtype=torch.long))
+    loss.backward()
+    torch.optim.Adam(model.parameters(), lr=1e-2).step()
+    assert torch.isfinite(loss)
+    model.save(tmp_path / "model")
+    shutil.rmtree(folder)  # the saved tagger never reads the pretrained folder again
+    loaded = Tagger.load(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "encoder" / "config.json").read_text())["model_type"] == "roformer"
+    model.eval()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    features = model.featurize(SENTENCES)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(features)[0], model.encode(features)[0], atol=0, rtol=0)
+    assert loaded.tag(SENTENCES) == model.tag(SENTENCES)

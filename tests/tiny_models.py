@@ -73,3 +73,26 @@ def build_tiny_bert(
         raise RuntimeError(f"tokenizer has {len(tokenizer)} tokens, vocab.txt {len(vocab)}")
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_roformer(folder: Path, *, seed: int = 0, hidden_size: int = 32, **config) -> Path:
+    """Save a random tiny ``RoFormerModel`` (rotary positions) with a WordPiece fast tokenizer into ``folder``.
+
+    RoFormer's own tokenizer pre-segments Chinese with rjieba, which is not installed here; the folder's
+    ``tokenizer_config.json`` names ``BertTokenizer`` instead (RoFormer checkpoints use a BERT WordPiece
+    vocabulary), so ``AutoTokenizer`` loads a fast WordPiece tokenizer over the same ``vocab.txt``.
+    """
+    import torch
+    from transformers import BertTokenizerFast, RoFormerConfig, RoFormerModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = write_vocab(folder / "vocab.txt")
+    settings = dict(vocab_size=len(vocab), embedding_size=hidden_size, hidden_size=hidden_size, num_hidden_layers=2,
+                    num_attention_heads=2, intermediate_size=37, max_position_embeddings=128,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    settings.update(config)
+    torch.manual_seed(seed)
+    RoFormerModel(RoFormerConfig(**settings)).save_pretrained(folder)
+    BertTokenizerFast.from_pretrained(folder, do_lower_case=True).save_pretrained(folder)
+    return folder
