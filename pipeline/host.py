@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "seq2seq": "tagpipe.plugins.seq2seq.hooks",
     "triples": "tagpipe.plugins.triples.hooks",
     "export": "tagpipe.plugins.export.hooks",
+    "multitask": "tagpipe.plugins.multitask.hooks",
 }
 FAMILY_HOOKS = {"encoder": "register_encoders", "decoder": "register_decoders", "format": "register_formats",
                 "task": "register_tasks", "optimizer": "register_optimizers"}

@@ -216,6 +216,12 @@ class Tagger(nn.Module):
         device = resolve_device(device, option="device")
         path = Path(path)
         config = read_model_config(path, format_version=FORMAT_VERSION, required=(WEIGHTS_FILE,))
+        if config.get("task", "ner") not in {*SPAN_TASKS, "tag"}:  # a plugin's model (multi-task): its own class
+            from tagpipe.tasks import task_of
+
+            loaded = task_of(path, config).load_model(path, device=device)
+            if loaded is not None:
+                return loaded
         check_tagger_config(path / CONFIG_FILE, config)
         weights = path / WEIGHTS_FILE
         shapes = weight_shapes(weights)

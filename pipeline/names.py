@@ -14,3 +14,6 @@ WEIGHTS_FILE = "model.safetensors"
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: what an NER component does with entities an earlier component set
 EXISTING_ENTS = ("overwrite", "merge", "keep")
+#: ``Doc._.tagpipe_columns``: tag columns (one tag per token each) a component wants in annotate's CoNLL output,
+#: written after the token in this order instead of the tag and entity columns (a multi-task model's heads)
+COLUMNS_EXTENSION = "tagpipe_columns"

@@ -115,6 +115,11 @@ class Task:
             config["batch_size"] = batch_size
         return config
 
+    def load_model(self, path: Path, *, device: Any = "cpu") -> Any:
+        """The model in ``path`` as a Python object, for ``tagpipe.model.Tagger.load`` of a folder of this task
+        (a multi-task model); None: ``Tagger.load`` reads it as a tagger (or refuses it)."""
+        return None
+
     def record_fields(self, doc: Any) -> dict[str, Any]:
         """Fields this task's component adds to a document's JSON record; ``{}`` when the doc carries
         nothing of this task (it is asked for every document, whatever the pipeline ran)."""

@@ -24,6 +24,7 @@ from typing import IO, Any
 from tagpipe.annotating.sources import Item
 from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.errors import TagpipeError
+from tagpipe.names import COLUMNS_EXTENSION
 
 RecordSerializer = Callable[[Any, Item], bytes]  # a doc and its item -> the bytes one output writes for it
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".spacy": "spacy"}
@@ -43,14 +44,19 @@ def encode_conll(doc: Any, item: Item) -> bytes:
     """``token IOB2-tag`` lines and a blank line; whitespace tokens are left out (a CoNLL field
     cannot hold them) and an empty document writes nothing. A tagging model's tags
     (``doc._.tagpipe_tags``) are the tag column, before the entities' column when an entity
-    model ran too (``token TAG IOB2``, as in CoNLL-2003), alone otherwise (``token TAG``)."""
+    model ran too (``token TAG IOB2``, as in CoNLL-2003), alone otherwise (``token TAG``). A component that
+    sets ``Doc._.tagpipe_columns`` (a multi-task model: one column per head) gets exactly those columns."""
+    columns = doc._.get(COLUMNS_EXTENSION) if doc.has_extension(COLUMNS_EXTENSION) else None
     tags = doc._.get("tagpipe_tags") if doc.has_extension("tagpipe_tags") else None
-    entities = tags is None or doc.has_annotation("ENT_IOB")
+    entities = columns is None and (tags is None or doc.has_annotation("ENT_IOB"))
+    tags = None if columns is not None else tags
     lines = []
     for i, token in enumerate(doc):
         if token.is_space:
             continue
         fields = [_WHITESPACE.sub("_", token.text)]
+        for column in columns or ():
+            fields.append(_WHITESPACE.sub("_", column[i] or "_"))
         if tags is not None:
             fields.append(_WHITESPACE.sub("_", tags[i] or "_"))
         if entities:
