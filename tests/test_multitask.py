@@ -1,0 +1,182 @@
+"""The multi-task plugin as a whole: train (CLI), save, load, annotate, evaluate, spaCy, on a toy corpus
+written here whose three columns (POS, chunk, NER) a small model can learn."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import invoke_cli
+
+TINY = {"word_dim": 16, "char_dim": 8, "char_hidden": 8, "casing_dim": 4, "hidden": 16}
+PEOPLE, SURNAMES = ["john", "mary", "paul", "anna"], ["smith", "jones"]
+PLACES, VERBS, DETS, NOUNS = ["paris", "rome", "berlin"], ["visits", "likes", "sees"], ["the", "a"], ["city", "dog"]
+
+
+def toy_conll(n: int, seed: int) -> str:
+    """``word POS chunk NER`` sentences: a person (NNP NNP, NP, PER), a verb (VBZ, VP), a place (NNP, NP, LOC)
+    or a noun phrase (DT NN, NP), a full stop."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        rows = [(rng.choice(PEOPLE).title(), "NNP", "B-NP", "B-PER"), (rng.choice(SURNAMES).title(), "NNP", "I-NP",
+                                                                      "I-PER"), (rng.choice(VERBS), "VBZ", "B-VP", "O")]
+        if rng.random() < 0.5:
+            rows.append((rng.choice(PLACES).title(), "NNP", "B-NP", "B-LOC"))
+        else:
+            rows += [(rng.choice(DETS), "DT", "B-NP", "O"), (rng.choice(NOUNS), "NN", "I-NP", "O")]
+        rows.append((".", ".", "O", "O"))
+        lines += [" ".join(r) for r in rows] + [""]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("multi-corpus")
+    (folder / "train.conll").write_text(toy_conll(120, 1))
+    (folder / "dev.conll").write_text(toy_conll(30, 2))
+    (folder / "config.json").write_text(json.dumps({"encoder_config": TINY}))
+    return {"train": folder / "train.conll", "dev": folder / "dev.conll", "config": folder / "config.json"}
+
+
+def train_args(corpus: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["train", "--task", "multi", "--columns", "ner=3,pos=1,chunk=2", "--train", corpus["train"], "--dev",
+            corpus["dev"], "-o", out, "--config", corpus["config"], "--lr", "0.02", "--batch-size", "8",
+            "--device", "cpu", "--threads", "1", "-q", *extra]
+
+
+@pytest.fixture(scope="module")
+def model(corpus, tmp_path_factory) -> Path:
+    """A model trained with main/auxiliary weighting and a softmax POS head."""
+    out = tmp_path_factory.mktemp("multi-model") / "model"
+    invoke_cli(*train_args(corpus, out, "--epochs", "12", "--task-weighting", "main-aux",
+                           "--head-decoders", "pos=softmax"))
+    return out
+
+
+def test_every_head_learns_the_toy_corpus_and_evaluate_scores_each(model, corpus):
+    scores = json.loads(invoke_cli("evaluate", corpus["dev"], "-m", model, "--json", "-q").output)
+    assert scores["main"] == "ner"
+    heads = scores["heads"]
+    assert set(heads) == {"ner", "pos", "chunk"}
+    assert heads["ner"]["f1"] > 0.9 and heads["chunk"]["f1"] > 0.9  # chance is far below (random spans)
+    assert heads["pos"]["accuracy"] > 0.9  # 5 tags: chance about 0.2, the majority tag (NNP) 0.48
+    assert set(heads["ner"]["per_type"]) == {"PER", "LOC"} and set(heads["chunk"]["per_type"]) == {"NP", "VP"}
+    table = invoke_cli("evaluate", corpus["dev"], "-m", model, "-q").output
+    assert "== ner (main)" in table and "== pos" in table and "== chunk" in table
+
+
+def test_the_folder_records_every_head_and_loads_through_tagger_load(model):
+    import tagpipe
+    from tagpipe.model import Tagger
+    from tagpipe.plugins.multitask.model import MultiTagger
+
+    config = json.loads((model / "config.json").read_text())
+    assert config["task"] == "multi" and config["main"] == "ner"
+    assert {h["name"]: (h["column"], h["kind"], h["decoder"]["name"], h["spacy"]) for h in config["heads"]} == {
+        "ner": (3, "span", "tagpipe.crf.v1", "ents"), "pos": (1, "tag", "tagpipe.softmax.v1", "tag"),
+        "chunk": (2, "span", "tagpipe.crf.v1", "spans")}
+    assert config["meta"]["multitask"]["weighting"] == "main-aux"
+    assert sorted(p.name for p in model.iterdir() if p.is_file()) == ["config.json", "model.safetensors", "vocab.json"]
+    loaded = Tagger.load(model)
+    assert isinstance(loaded, MultiTagger)
+    tags = loaded.tag([["Mary", "Jones", "sees", "Rome", "."]])
+    assert tags == {"ner": [["B-PER", "I-PER", "O", "B-LOC", "O"]], "pos": [["NNP", "NNP", "VBZ", "NNP", "."]],
+                    "chunk": [["B-NP", "I-NP", "B-VP", "B-NP", "O"]]}
+    [record] = tagpipe.load(model).predict(["Anna Smith likes the dog ."])
+    assert [e["text"] for e in record["entities"]] == ["Anna Smith"]
+    assert record["pos"] == ["NNP", "NNP", "VBZ", "DT", "NN", "."]
+    assert [(c["text"], c["label"]) for c in record["chunk"]] == [("Anna Smith", "NP"), ("likes", "VP"),
+                                                                 ("the dog", "NP")]
+
+
+def test_annotate_writes_a_field_per_head_and_a_column_per_head(model, corpus, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("John Smith visits Paris .\n")
+    invoke_cli("annotate", text, "-m", model, "-o", tmp_path / "out.jsonl", "-q")
+    [record] = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert record["ner"] == [{"start": 0, "end": 10, "label": "PER", "text": "John Smith"},
+                             {"start": 18, "end": 23, "label": "LOC", "text": "Paris"}]
+    assert record["entities"] == record["ner"]
+    assert record["pos"] == ["NNP", "NNP", "VBZ", "NNP", "."]
+    assert [c["label"] for c in record["chunk"]] == ["NP", "VP", "NP"]
+    # CoNLL: the heads in the corpus's column order (POS chunk NER), so the output reads as the input did
+    invoke_cli("annotate", corpus["dev"], "-m", model, "-o", tmp_path / "out.conll", "-q")
+    lines = (tmp_path / "out.conll").read_text().splitlines()
+    assert lines[0].split()[1:] in (["NNP", "B-NP", "B-PER"],)
+    assert all(len(line.split()) == 4 for line in lines if line)
+    scores = json.loads(invoke_cli("evaluate", tmp_path / "out.conll", "-m", model, "--json", "-q").output)
+    assert all(s.get("f1", s.get("accuracy")) == 1.0 for s in scores["heads"].values())  # its own predictions
+
+
+def test_the_spacy_component_sets_every_attribute_in_one_pass_and_round_trips(model, tmp_path):
+    import pickle
+
+    import spacy
+
+    import tagpipe.plugins.multitask.spacy_component  # noqa: F401 - declares tagpipe_multi (entry point or not)
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tagpipe_multi", config={"model": str(model)})
+    doc = nlp("Mary Smith sees the city .")
+    assert [(e.text, e.label_) for e in doc.ents] == [("Mary Smith", "PER")]
+    assert [t.tag_ for t in doc] == ["NNP", "NNP", "VBZ", "DT", "NN", "."]
+    assert [(s.text, s.label_) for s in doc.spans["chunk"]] == [("Mary Smith", "NP"), ("sees", "VP"),
+                                                              ("the city", "NP")]
+    assert doc._.tagpipe_heads["pos"][1] == [t.tag_ for t in doc]
+    nlp.to_disk(tmp_path / "pipeline")
+    again = spacy.load(tmp_path / "pipeline")
+    doc2 = again("Mary Smith sees the city .")
+    assert [(e.text, e.label_) for e in doc2.ents] == [(e.text, e.label_) for e in doc.ents]
+    assert [t.tag_ for t in doc2] == [t.tag_ for t in doc]
+    assert [(s.start, s.end, s.label_) for s in doc2.spans["chunk"]] == [(s.start, s.end, s.label_)
+                                                                         for s in doc.spans["chunk"]]
+    component = pickle.loads(pickle.dumps(again.get_pipe("tagpipe_multi")))  # nlp.pipe(n_process=2) does this
+    assert component.model.tag([["Paul", "Jones", "likes", "Berlin", "."]])["ner"] == [["B-PER", "I-PER", "O",
+                                                                                          "B-LOC", "O"]]
+
+
+@pytest.mark.parametrize("extra", [["--task-weighting", "parallel"],
+                                   ["--task-weighting", "fixed", "--task-weights", "ner=1,pos=0.5,chunk=0.5"],
+                                   ["--task-weighting", "main-aux", "--main-task", "pos", "--accumulate", "2"]])
+def test_each_weighting_trains_and_records_its_settings(corpus, tmp_path, extra):
+    invoke_cli(*train_args(corpus, tmp_path / "m", "--epochs", "2", *extra))
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())["meta"]
+    assert meta["multitask"]["weighting"] == extra[1]
+    assert meta["multitask"]["main"] == ("pos" if "--main-task" in extra else "ner")
+    if "--task-weights" in extra:
+        assert meta["multitask"]["weights"] == {"ner": 1.0, "pos": 0.5, "chunk": 0.5}
+    assert [set(h["losses"]) for h in meta["history"]] == [{"ner", "pos", "chunk"}] * 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "--task multi needs --columns"),
+    (["--columns", "ner=3"], "at least two heads"),
+    (["--columns", "ner=3,pos=3"], "read the same column"),
+    (["--columns", "ner=3,tokens=1"], "head name 'tokens' is not allowed"),
+    (["--columns", "ner=3,pos=1:word"], "must be span or tag"),
+    (["--columns", "ner=3,pos=1", "--task-weights", "chunk=2"], "'chunk' is no head"),
+    (["--columns", "ner=3,pos=1", "--task-weights", "pos=-1"], "must be a finite number >= 0"),
+    (["--columns", "ner=3,pos=1", "--main-task", "chunk"], "--main-task 'chunk' is no head"),
+    (["--columns", "ner=3,pos=1", "--average", "2"], "--average: not an option of task 'multi'"),
+])
+def test_bad_settings_are_one_line(corpus, tmp_path, args, message):
+    from tagpipe.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "--task", "multi", "--train", str(corpus["train"]), "-o",
+                                      str(tmp_path / "m"), *args])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_multi_option_given_to_a_tagger_is_refused(corpus, tmp_path):
+    from tagpipe.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "--train", str(corpus["train"]), "-o", str(tmp_path / "m"),
+                                      "--columns", "ner=3,pos=1"])
+    assert result.exit_code != 0 and "--columns: not an option of task 'ner'" in result.output
