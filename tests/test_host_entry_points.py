@@ -61,7 +61,8 @@ def test_installed_plugin_is_listed_and_the_bad_ones_are_refused_by_name(install
 
     result = CliRunner().invoke(cli, ["plugins"])
     assert result.exit_code == 0
-    assert "throwaway.embed.v1  encoder   throwaway (tagpipe-throwaway)" in result.stdout
+    listed = [line.split() for line in result.stdout.splitlines()]  # columns as wide as the longest name and kind
+    assert ["throwaway.embed.v1", "encoder", "throwaway", "(tagpipe-throwaway)"] in listed
     assert result.stderr.splitlines() == [f"warning: {p}" for p in PROBLEMS]
 
     data = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).stdout)

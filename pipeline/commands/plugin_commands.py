@@ -11,7 +11,7 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts: components, plugins, errors.")
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:
-    """List registered encoders, decoders and formats, and plugin problems (one line each)."""
+    """List registered encoders, decoders, formats, tasks and optimizers, and plugin problems (one line each)."""
     if ctx.invoked_subcommand is not None:
         return
     from tagpipe.commands.train import task_options
@@ -27,9 +27,10 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps({"components": rows, "plugins": loaded, "errors": registry.errors}, indent=2))
         return
     width = max((len(r["name"]) for r in rows), default=4)
-    click.echo(f"{'name':<{width}}  {'kind':<8}  plugin")
+    kinds = max((len(r["kind"]) for r in rows), default=4)
+    click.echo(f"{'name':<{width}}  {'kind':<{kinds}}  plugin")
     for r in rows:
-        click.echo(f"{r['name']:<{width}}  {r['kind']:<8}  {r['plugin']} ({r['distribution']})")
+        click.echo(f"{r['name']:<{width}}  {r['kind']:<{kinds}}  {r['plugin']} ({r['distribution']})")
     for error in registry.errors:
         click.echo(f"warning: {error}", err=True)
 
