@@ -74,7 +74,8 @@ def test_builtin_tasks_come_through_the_hook():
     registry = plugins.get_registry()
     assert registry.errors == []
     assert {name: registry.entry("task", name).plugin for name in registry.names("task")} == {
-        "ner": "builtin_tasks", "tag": "builtin_tasks", "triples": "triples", "seq2seq": "seq2seq"}
+        "ner": "builtin_tasks", "tag": "builtin_tasks", "triples": "triples", "seq2seq": "seq2seq",
+        "multi": "multitask"}
 
 
 def test_task_modules_name_their_components_extensions_right():
@@ -126,8 +127,8 @@ def test_options_a_task_cannot_use_are_refused_by_name(tmp_path):
 
 def test_unknown_tasks_name_the_ones_available(tmp_path):
     result = invoke("train", "--task", "nope", "--train", "x")
-    assert result.exit_code == 1 and "no task named 'nope' is registered (available: ner, seq2seq, tag, triples)" \
-        in result.output
+    assert result.exit_code == 1
+    assert "no task named 'nope' is registered (available: multi, ner, seq2seq, tag, triples)" in result.output
     (tmp_path / "config.json").write_text(json.dumps({"task": "nope"}))
     for args in (["evaluate", "x", "-m", tmp_path], ["annotate", "-", "-m", tmp_path]):
         result = invoke(*args)
