@@ -41,3 +41,16 @@ def embedded_model_path(name: str = DEFAULT_MODEL) -> Path:
 def default_model_path() -> Path:
     """The embedded English NER model, used when no model is named."""
     return embedded_model_path(DEFAULT_MODEL)
+
+
+def model_path(model: str | Path | None) -> Path:
+    """The folder a ``--model`` value (or a component's ``model`` config) names: None is the default model,
+    an embedded model's name (``en``, ``zh``) that model, anything else a path.
+
+    Names win over folders of the same name, as spaCy's package names do: write ``./en`` for a folder.
+    """
+    if model is None:
+        return default_model_path()
+    if isinstance(model, str) and model in EMBEDDED_MODELS:
+        return embedded_model_path(model)
+    return Path(model)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tagpipe.defaults import default_model_path
+from tagpipe.defaults import model_path
 
 
 class Predictor:
@@ -22,7 +22,7 @@ class Predictor:
         from tagpipe.model_folder import read_model_config
         from tagpipe.tasks import add_model_pipe, blank_nlp
 
-        path = Path(path) if path is not None else default_model_path()
+        path = model_path(path)
         config = read_model_config(path)
         nlp = blank_nlp(config)
         add_model_pipe(nlp, path, config, device=device, batch_size=batch_size,  # loads now: errors surface here

@@ -131,6 +131,10 @@ REFUSED = [
      "--threads 0: must be at least 1", "{tmp}/out"),
     ("config file warmup", ["--train", "{missing}", "--config", "{tmp}/bad-warmup.json"], 1,
      "warmup -0.5: must be a finite number at least 0", "{tmp}/out"),
+    ("vectors missing", ["--train", "{missing}", "--vectors", "{tmp}/glove.txt"], 1,
+     "--vectors {tmp}/glove.txt: no such file or folder", "{tmp}/out"),
+    ("vectors empty", ["--train", "{missing}", "--vectors", "{tmp}/empty.txt"], 1,
+     "--vectors {tmp}/empty.txt: the file is empty", "{tmp}/out"),
     ("allow-change of the learning rate", ["--train", "{missing}", "--allow-change", "epochs,lr"], 1,
      "--allow-change lr: only epochs, patience", "{tmp}/out"),
 ]
@@ -144,6 +148,7 @@ def test_refused_before_anything_is_read(tmp_path, case, args, code, fragment, u
     (tmp_path / "bad-lr.json").write_text(json.dumps({"lr": -1}))
     (tmp_path / "bad-threads.toml").write_text("threads = 0\n")
     (tmp_path / "bad-warmup.json").write_text(json.dumps({"warmup": -0.5}))
+    (tmp_path / "empty.txt").write_bytes(b"")
     names = {"tmp": str(tmp_path), "train": str(train), "missing": str(tmp_path / "missing.conll")}
     if "{unwritable}" in " ".join(args):
         names["unwritable"] = str(unwritable_folder(tmp_path))
@@ -176,6 +181,25 @@ def test_the_python_api_checks_the_same(tmp_path):
     with pytest.raises(TagpipeError, match="a file, not a model folder"):  # before the missing corpus is opened
         Trainer(settings, log=lambda _: None, progress=False).run()
     assert (tmp_path / "notes.txt").read_text() == "my notes\n"
+
+
+def test_vectors_of_an_unknown_layout_are_refused_in_one_line_before_training(tmp_path):
+    (tmp_path / "vectors").mkdir()
+    result = invoke("--train", str(TINY), "--vectors", str(tmp_path / "vectors"), "--output", str(tmp_path / "m"))
+    assert result.exit_code == 1 and "without vocab/vectors" in one_line(result.output)
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_with_vectors_keeps_them_for_unseen_words(tmp_path):
+    (tmp_path / "glove.txt").write_text("the 1 1\nzanzibar 2 2\n", encoding="utf-8")
+    config = config_file(tmp_path, epochs=1)
+    result = invoke("--train", str(TINY), "--config", str(config), "--vectors", str(tmp_path / "glove.txt"),
+                    "--output", str(tmp_path / "m"))
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["encoder"]["config"]["pretrained_vectors"] == str(tmp_path / "glove.txt")
+    assert saved["encoder"]["config"]["word_dim"] == 2 and saved["meta"]["settings"]["vectors"]
+    assert "zanzibar" in json.loads((tmp_path / "m" / "vocab.json").read_text())["words"]
 
 
 def test_an_over_long_training_sentence_is_refused_fast_with_its_line(tmp_path):

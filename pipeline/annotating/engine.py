@@ -128,11 +128,11 @@ def build_nlp(models: list[str], pipeline_dir: str | None = None, *, device: str
     each receives a whole annotate batch and sorts it by length itself."""
     import spacy
 
-    from tagpipe.defaults import default_model_path
+    from tagpipe.defaults import default_model_path, model_path
     from tagpipe.model_folder import read_model_config
     from tagpipe.tasks import add_model_pipe, blank_nlp
 
-    paths = [Path(m) for m in models] or ([] if pipeline_dir else [default_model_path()])
+    paths = [model_path(m) for m in models] or ([] if pipeline_dir else [default_model_path()])
     configs = [read_model_config(p) for p in paths]
     if pipeline_dir is not None:
         try:

@@ -12,7 +12,7 @@ from tagpipe.names import EXISTING_ENTS
 @click.command()
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--model", "-m", "models", multiple=True,
-              help="Model folder; repeat to chain models (default: the embedded model).")
+              help="Model folder or embedded model name (en, zh); repeat to chain models [default: en].")
 @click.option("--pipeline", "pipeline_dir", default=None, help="A saved spaCy pipeline to run before the models.")
 @click.option("--output", "-o", default="-", show_default=True,
               help="Output file: .jsonl, .conll or .spacy (written to a partial file, renamed when complete).")

@@ -12,7 +12,8 @@ from tagpipe.commands.options import device_option, json_option, quiet_option, t
 
 @click.command()
 @click.argument("corpus")
-@click.option("--model", "-m", "model_path", default=None, help="Model folder (default: the embedded model).")
+@click.option("--model", "-m", "model", default=None,
+              help="Model folder, or an embedded model's name: en (the default), zh.")
 @click.option("--format", "format_", default=None,
               help="Corpus format [default: conll; webnlg for triples, jsonl for seq2seq].")
 @click.option("--scheme", default="iob2", show_default=True, help="Tagging scheme of the file.")
@@ -26,15 +27,14 @@ from tagpipe.commands.options import device_option, json_option, quiet_option, t
 @json_option
 @quiet_option
 @click.pass_context
-def evaluate(ctx: click.Context, corpus: str, model_path: str | None, as_json: bool, **options) -> None:
+def evaluate(ctx: click.Context, corpus: str, model: str | None, as_json: bool, **options) -> None:
     """Score a model on a labelled CORPUS (NER: strict IOB2 entity P/R/F1; tagging: token accuracy;
     triples: exact-match triple P/R/F1; seq2seq: BLEU, and triple P/R/F1 for linearised triples)."""
-    from pathlib import Path
 
-    from tagpipe.defaults import default_model_path
+    from tagpipe.defaults import model_path
     from tagpipe.tasks import Options, task_of
 
-    path = Path(model_path) if model_path else default_model_path()
+    path = model_path(model)
     task = task_of(path)
     scores = task.evaluate(corpus, path, Options.from_context(ctx, options))
     click.echo(json.dumps(scores, indent=2) if as_json else task.format_scores(scores))

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from tagpipe.commands.options import device_option, json_option, quiet_option, threads_option
-from tagpipe.training.settings import check_output, check_values, read_config_file
+from tagpipe.training.settings import check_output, check_values, check_vectors_path, read_config_file
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -68,6 +68,9 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
 @click.option("--decoder", default="crf", show_default=True, help="Decoder name (or softmax/crf/memm/bimemm).")
 @click.option("--pretrained", default=None, type=click.Path(file_okay=False),
               help="Local HuggingFace model folder for --encoder bert (sets encoder_config pretrained).")
+@click.option("--vectors", default=None, type=click.Path(),
+              help="Pretrained word vectors for bilstm/idcnn: a GloVe/word2vec text file (.gz too) or a spaCy "
+                   "pipeline or `spacy init vectors` folder (sets encoder_config pretrained_vectors).")
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True,
               help="Sentences per forward pass (under torchrun: the global batch, split across ranks).")
@@ -120,6 +123,8 @@ def train(ctx: click.Context, as_json: bool, **options) -> None:
 
     check_values(options)  # before any file is read or model built, whatever the task
     check_output(options["output"], {"--train": options["train"], "--dev": options["dev"]})
+    if options.get("vectors"):
+        check_vectors_path(options["vectors"])
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         get_task(options["task"]).train(Options.from_context(ctx, options))

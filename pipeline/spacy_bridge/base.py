@@ -144,13 +144,19 @@ class TaggerComponent(ModelComponent):
         """The model used when the config names none (``None``: this component needs one)."""
         return None
 
+    def resolved_model(self) -> Path | None:
+        """The folder ``model`` names (an embedded model's name, ``en`` or ``zh``, or a path), else the default."""
+        from tagpipe.defaults import model_path
+
+        return model_path(self.model_path) if self.model_path else self.default_model()
+
     @property
     def tagger(self):
         """The loaded :class:`~tagpipe.model.Tagger`, read on first use."""
         if self._tagger is None:
             from tagpipe.model import Tagger
 
-            path = self.model_path or self.default_model()
+            path = self.resolved_model()
             if path is None:
                 raise ModelError(f"{self.name}: no model; pass config={{'model': PATH}} or train it "
                                  f"(nlp.initialize / spacy train)")
@@ -181,7 +187,7 @@ class TaggerComponent(ModelComponent):
         if self._tagger is not None:
             return list(self._tagger.labels)
         try:
-            path = self.model_path or self.default_model()
+            path = self.resolved_model()
         except ModelError:
             return []
         if path is None or not (Path(path) / CONFIG_FILE).is_file():
@@ -236,7 +242,8 @@ class TaggerComponent(ModelComponent):
             raise ValueError(f"{self.name}: a label must be a non-empty string, not {label!r}")
         if label in self._added_labels or (self._tagger is not None and label in self.label_names()):
             return 0
-        if self._tagger is not None or (self.model_path and (Path(self.model_path) / CONFIG_FILE).is_file()):
+        resolved = self.resolved_model() if self.model_path else None
+        if self._tagger is not None or (resolved and (resolved / CONFIG_FILE).is_file()):
             raise ValueError(f"{self.name}: cannot add label {label!r} to a trained model (its decoder knows "
                              f"{', '.join(self.label_names())}); add it before nlp.initialize() to train a new one")
         self._added_labels.append(label)

@@ -63,6 +63,7 @@ class TrainSettings:
     encoder_config: dict[str, Any] = field(default_factory=dict, metadata=CONFIG_KEY)
     decoder_config: dict[str, Any] = field(default_factory=dict, metadata=CONFIG_KEY)
     pretrained: str | None = None  # a local HF model folder: sets encoder_config["pretrained"]
+    vectors: str | None = None  # word vectors (GloVe/word2vec text, spaCy folder): encoder_config pretrained_vectors
     epochs: int = 30
     batch_size: int = 32  # sentences per forward pass; a step sees batch_size * accumulate (global under torchrun)
     accumulate: int = 1  # gradient accumulation: forward/backward passes per optimizer step
@@ -109,6 +110,8 @@ class TrainSettings:
             raise TagpipeError(f"--invalid-tags must be repair or drop, not {self.invalid_tags!r}")
         if self.pretrained:
             self.encoder_config = {**self.encoder_config, "pretrained": self.pretrained}
+        if self.vectors:
+            self.encoder_config = {**self.encoder_config, "pretrained_vectors": self.vectors}
 
     def to_dict(self) -> dict[str, Any]:
         """The training settings (``allow_change``, a resume option, left out)."""
@@ -117,8 +120,11 @@ class TrainSettings:
         return values
 
     def check_output(self) -> None:
-        """:func:`check_output` for this run's ``--output`` and corpora."""
+        """:func:`check_output` for this run's ``--output`` and corpora, and that ``--vectors`` is there."""
         check_output(self.output, {"--train": self.train, "--dev": self.dev})
+        vectors = self.encoder_config.get("pretrained_vectors")
+        if vectors:
+            check_vectors_path(str(vectors))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
@@ -212,6 +218,22 @@ def parse_allow_change(value: str | Iterable[str] | None) -> tuple[str, ...]:
         raise TagpipeError(f"--allow-change {wrong}: only {allowed} may change on --resume (the others decide "
                            "what the checkpoint's model and optimizer already are)")
     return keys
+
+
+def check_vectors_path(path: str) -> None:
+    """Refuse word vectors that cannot be read, before any data is read: a missing path, an empty or
+    unreadable file, a folder (spaCy's layout is checked when the encoder reads it)."""
+    vectors = Path(path)
+    if not vectors.exists():
+        raise TagpipeError(f"--vectors {path}: no such file or folder")
+    if vectors.is_dir():
+        return
+    try:
+        with open(vectors, "rb") as f:
+            if not f.read(1):
+                raise TagpipeError(f"--vectors {path}: the file is empty")
+    except OSError as exc:
+        raise TagpipeError(f"--vectors {path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def check_output(output: str | Path, inputs: Mapping[str, str | None] | None = None) -> None:
