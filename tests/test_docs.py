@@ -18,7 +18,8 @@ cannot be forgotten; :func:`test_documented_tagpipe_options_exist` checks every 
 The folder a page runs in holds tiny stand-ins for the paths the docs use (:func:`assets`):
 ``conll2003/{train,valid,test}.txt`` and ``train.txt`` are ``corpora/samples/tiny.conll``; ``webnlg/`` the
 tests' three-sentence WebNLG corpus; ``input.txt``, ``news.txt``, ``corpus/`` a few sentences; ``corpus.conllu``
-three UD sentences; ``benchmarks/configs`` the repository's; ``glove.6B.100d.txt`` four vectors; ``models/x``
+three UD sentences; ``benchmarks/configs`` the repository's; ``glove.6B.100d.txt``, ``glove.6B.50d.txt.gz``
+four vectors, ``en_core_web_md`` a spaCy pipeline holding four (300-d); ``models/x``
 (also ``models/conll``, ``models/products``) a tiny BiLSTM-CRF; ``my_spacy_pipeline`` a blank spaCy pipeline
 with a sentencizer.
 Substitutions, applied to run blocks only:
@@ -37,6 +38,7 @@ Substitutions, applied to run blocks only:
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import os
@@ -47,6 +49,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,6 +256,12 @@ def assets(tmp_path_factory, tiny_ner_model) -> Path:
         (folder / "corpus.conllu").write_text(TINY_CONLLU, encoding="utf-8")
     (folder / "glove.6B.100d.txt").write_text("".join(f"{w} {' '.join(['0.5'] * 100)}\n"
                                                       for w in ("the", "of", "cat", "sat")))
+    with gzip.open(folder / "glove.6B.50d.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("".join(f"{w} {' '.join(['0.5'] * 50)}\n" for w in ("the", "of", "paris", "merkel")))
+    vectors = spacy.blank("en")  # a spaCy pipeline with a vectors table, as en_core_web_md is
+    for word in ("The", "the", "Paris", "Merkel"):
+        vectors.vocab.set_vector(word, numpy.full(300, 0.5, dtype=numpy.float32))
+    vectors.to_disk(folder / "en_core_web_md")
     shutil.copytree(REPO / "benchmarks" / "configs", folder / "benchmarks" / "configs")
     for name in ("x", "conll", "products"):
         shutil.copytree(tiny_ner_model, folder / "models" / name)
