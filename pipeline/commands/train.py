@@ -64,7 +64,8 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
 @click.option("--scheme", default="iob2", show_default=True, help="Scheme of the files: iob1/iob2/bioes/bmes.")
 @click.option("--tag-column", default=None, help="Tag column: CoNLL index (default -1) or CoNLL-U field (upos).")
 @click.option("--lang", default="en", show_default=True, help="spaCy language of the prediction tokenizer.")
-@click.option("--encoder", default="bilstm", show_default=True, help="Encoder registry name (or bilstm / bert).")
+@click.option("--encoder", default="bilstm", show_default=True,
+              help="Encoder registry name (or bilstm / bert / idcnn / transformer).")
 @click.option("--decoder", default="crf", show_default=True, help="Decoder name (or softmax/crf/memm/bimemm).")
 @click.option("--pretrained", default=None, type=click.Path(file_okay=False),
               help="Local HuggingFace model folder for --encoder bert (sets encoder_config pretrained).")
