@@ -4,10 +4,8 @@ A component wraps one :class:`tagpipe.model.Tagger`. It is read lazily (``add_pi
 cheap, and ``spacy.load`` replaces it in ``from_disk`` anyway), saved as the model folder inside
 the pipeline folder (``to_disk``) or as a msgpack dict of that folder's files (``to_bytes``),
 and pickled *with* its weights, so ``nlp.pipe(n_process=2)`` under ``spawn`` sends the model to
-each worker once instead of re-reading it. ``initialize``/``update`` let ``spacy train`` build
-and train the tagger: the encoder and decoder are registry names from the component's config,
-and the step runs a torch optimizer of its own (spaCy's ``sgd`` is a thinc optimizer for thinc
-models; it is ignored).
+each worker once instead of re-reading it. ``initialize``/``update``/``finish_update`` let
+``spacy train`` build the tagger (registry names from the config) and step it with spaCy's optimizer.
 """
 
 # No ``from __future__ import annotations`` here: spaCy builds a pydantic model from
@@ -28,6 +26,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import minibatch
 
+from tagpipe.defaults import model_path
 from tagpipe.errors import ModelError
 from tagpipe.model_folder import model_labels
 from tagpipe.names import CONFIG_FILE, PRECISIONS
@@ -116,8 +115,7 @@ class TaggerComponent(ModelComponent):
     """Base class of ``tagpipe_ner`` and ``tagpipe_tagger``; subclasses set ``task`` and annotate."""
 
     task = ""
-    #: a trainable component as spaCy means it: ``update`` computes gradients, ``finish_update(sgd)``
-    #: steps them with spaCy's optimizer (``[training.optimizer]``), so ``spacy train``'s learn rate is ours
+    #: trainable as spaCy means it: ``finish_update(sgd)`` steps ``update``'s gradients ([training.optimizer])
     is_trainable = True
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 128,
@@ -146,8 +144,6 @@ class TaggerComponent(ModelComponent):
 
     def resolved_model(self) -> Path | None:
         """The folder ``model`` names (an embedded model's name, ``en`` or ``zh``, or a path), else the default."""
-        from tagpipe.defaults import model_path
-
         return model_path(self.model_path) if self.model_path else self.default_model()
 
     @property
@@ -242,8 +238,7 @@ class TaggerComponent(ModelComponent):
             raise ValueError(f"{self.name}: a label must be a non-empty string, not {label!r}")
         if label in self._added_labels or (self._tagger is not None and label in self.label_names()):
             return 0
-        resolved = self.resolved_model() if self.model_path else None
-        if self._tagger is not None or (resolved and (resolved / CONFIG_FILE).is_file()):
+        if self._tagger is not None or (self.model_path and (self.resolved_model() / CONFIG_FILE).is_file()):
             raise ValueError(f"{self.name}: cannot add label {label!r} to a trained model (its decoder knows "
                              f"{', '.join(self.label_names())}); add it before nlp.initialize() to train a new one")
         self._added_labels.append(label)
