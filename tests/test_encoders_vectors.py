@@ -117,3 +117,9 @@ def test_a_pickled_spacy_table_is_refused_not_run(spacy_folder):
         numpy.save(f, numpy.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(TagpipeError, match="not a readable spaCy vectors table"):
         BiLSTMEncoder.from_corpus(TRAIN, pretrained_vectors=str(spacy_folder), **TINY)
+
+
+def test_a_home_relative_path_is_expanded(glove, monkeypatch):
+    """Configs in the repository name the data folder as ``~/.cache/tagpipe-data/...``."""
+    monkeypatch.setenv("HOME", str(glove.parent))
+    assert open_vectors("~/glove.txt") == TextVectors(glove, cased=False)

@@ -223,7 +223,7 @@ def parse_allow_change(value: str | Iterable[str] | None) -> tuple[str, ...]:
 def check_vectors_path(path: str) -> None:
     """Refuse word vectors that cannot be read, before any data is read: a missing path, an empty or
     unreadable file, a folder (spaCy's layout is checked when the encoder reads it)."""
-    vectors = Path(path)
+    vectors = Path(path).expanduser()
     if not vectors.exists():
         raise TagpipeError(f"--vectors {path}: no such file or folder")
     if vectors.is_dir():

@@ -84,8 +84,8 @@ def _speaker_rank(key: str) -> tuple[bool, int, str]:
 def open_vectors(path: str | Path) -> TextVectors | SpacyVectors:
     """The vectors at ``path`` (a text file, or a spaCy folder holding ``vocab/vectors``), checked
     enough to fail before training starts: a missing path or unknown layout is one
-    :class:`TagpipeError` naming it."""
-    path = Path(path)
+    :class:`TagpipeError` naming it. ``~`` is expanded (configs name the data folder that way)."""
+    path = Path(path).expanduser()
     if path.is_dir():
         for vocab_dir in (path / "vocab", path):
             if (vocab_dir / "vectors").is_file() and (vocab_dir / "key2row").is_file():
