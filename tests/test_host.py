@@ -331,7 +331,7 @@ def test_an_unknown_hook_lists_the_hooks_and_optional_hooks_pass():
     pm.register_module("optional", Optional(), "tests")
     assert pm.load_errors == ["plugin 'unknown' from 'tests' refused: unknown hook 'frobnicate' (hooks: "
                               "register_commands, register_decoders, register_encoders, register_formats, "
-                              "register_tasks)"]
+                              "register_optimizers, register_tasks)"]
     assert pm.get_plugin("optional") is not None
 
 

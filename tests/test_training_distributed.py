@@ -31,7 +31,7 @@ OPTIONS = dict(train=TINY, encoder_config=NO_DROPOUT, batch_size=7, optimizer="s
 # move a parameter that got a zero gradient instead of none
 BERT = dict(train=TINY, encoder="bert", encoder_config={"dropout": 0.0}, batch_size=3, accumulate=13,
             optimizer="sgd", lr=0.05, weight_decay=0.01, clip=0, grad_checkpointing=True, device="cpu", seed=3,
-            patience=100, epochs=1)
+            patience=100, epochs=1, reference_batch_size=39)  # the lr is the global batch's of 39: unscaled
 
 
 def torchrun(tmp_path: Path, trace: Path, *args: str, options: dict | None = None) -> subprocess.CompletedProcess:
