@@ -125,6 +125,19 @@ def test_the_featurizer_makes_the_encoders_arrays(models):
                 np.testing.assert_array_equal(got[key], value.numpy(), err_msg=key)
 
 
+def test_the_featurizer_looks_words_up_cased_as_a_cased_encoder_does():
+    from tagpipe.plugins.encoders.bilstm import BiLSTMEncoder
+
+    corpus = [["Paris", "is", "in", "France"], ["the", "EU", "and", "Apple"]]
+    encoder = BiLSTMEncoder.from_corpus(corpus, lowercase=False, word_dim=4, char_dim=4, char_hidden=4, hidden=4)
+    settings = {**encoder.config(), "bigrams": False, "pad": 0, "unk": 1, "bow": 2, "eow": 3}
+    vocab = {"words": encoder.words, "chars": encoder.chars}
+    sentences = [["PARIS", "paris", "Paris", "The", "eu", "APPLE", "apple", "nowhere"]]
+    got, expected = Featurizer(vocab, settings)(sentences), encoder.featurize(sentences)
+    np.testing.assert_array_equal(got["word_ids"], expected["word_ids"].numpy())
+    assert expected["word_ids"][0, 0] == expected["word_ids"][0, 2] != 1  # PARIS -> Paris
+
+
 @pytest.mark.parametrize("per_step", [False, True])
 def test_numpy_viterbi_finds_torchs_paths(per_step):
     generator = torch.Generator().manual_seed(3)

@@ -62,6 +62,16 @@ class Featurizer:
         token = token.lower() if self.lowercase else token
         return token.translate(self._digits) if self.normalize_digits else token
 
+    def word_id(self, token: str) -> int:
+        """The word row: the key, else (cased lookup) the lowercased then the capitalised key, else UNK."""
+        key = self.key(token)
+        word = self.word_index.get(key)
+        if word is None and not self.lowercase:
+            word = self.word_index.get(key.lower())
+            if word is None:
+                word = self.word_index.get(key.capitalize())
+        return self.unk if word is None else word
+
     def token(self, token: str) -> tuple[int, int, list[int]]:
         """(word id, casing id, char ids with the begin/end markers) of one token string, cached."""
         hit = self._cache.get(token)
@@ -71,7 +81,7 @@ class Featurizer:
             if len(chars) > self.max_word_len:  # keep both ends
                 head = self.max_word_len // 2
                 chars = chars[:head] + chars[len(chars) - (self.max_word_len - head) :]
-            hit = (self.word_index.get(self.key(token), self.unk), casing(token), [self.bow, *chars, self.eow])
+            hit = (self.word_id(token), casing(token), [self.bow, *chars, self.eow])
             if len(self._cache) >= CACHED_TOKENS:
                 self._cache.clear()
             self._cache[token] = hit
