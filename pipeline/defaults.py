@@ -23,8 +23,10 @@ class EmbeddedModel:
 
 
 EMBEDDED_MODELS = {
-    "en": EmbeddedModel("default_model", "English NER, BiLSTM-CRF trained on CoNLL-2003",
-                        "CoNLL-2003 test F1 86.17"),
+    "en": EmbeddedModel("default_model", "English NER, BiLSTM-CRF over GloVe 50-d vectors, trained on CoNLL-2003",
+                        "CoNLL-2003 test F1 90.11"),
+    "zh": EmbeddedModel("zh_model", "Chinese NER, character + bigram BiLSTM-CRF trained on MSRA",
+                        "MSRA test F1 TBD"),
 }
 
 

@@ -91,6 +91,7 @@ def test_package_data_covers_every_data_file():
     covered = {path for name, globs in patterns.items() for glob in globs for path in folders[name].glob(glob)}
     data = {path for path in source_files(REPO) if path.suffix != ".py"}
     expected = {REPO / "plugins" / "default_model" / "model.safetensors", REPO / "corpora" / "samples" / "news.txt",
+                REPO / "plugins" / "zh_model" / "model.safetensors", REPO / "corpora" / "samples" / "news-zh.txt",
                 REPO / "pipeline" / "plugin_template" / "setup.cfg.tmpl",
                 REPO / "pipeline" / "plugin_template" / "__module__" / "hooks.py.tmpl"}
     assert expected <= data
@@ -178,6 +179,7 @@ def test_the_wheel_holds_tagpipe_alone_with_its_data(wheel, source):
     assert sorted(n for n in names if not n.startswith(info)) == sorted(import_path(source, p)
                                                                         for p in source_files(source))
     for data in ("tagpipe/plugins/default_model/model.safetensors", "tagpipe/plugins/default_model/config.json",
+                 "tagpipe/plugins/zh_model/model.safetensors", "tagpipe/plugins/zh_model/vocab.json",
                  "tagpipe/plugin_template/setup.cfg.tmpl", "tagpipe/plugin_template/__module__/hooks.py.tmpl",
                  "tagpipe/corpora/samples/news.txt", "tagpipe/corpora/samples/tiny.conll"):
         assert data in names
