@@ -108,9 +108,9 @@ class MultiTask(Task):
         check_language(settings.lang)
         result = MultiTrainer(settings, plan, log=click.echo, progress=not options.values.get("quiet")).run()
         best = result["best"]
-        what = f"best dev {plan.main} score {best['score'] * 100:.2f}" if settings.dev else \
-            f"no --dev: kept epoch {best['epoch']} (lowest training loss)"
-        click.echo(f"{what} at epoch {best['epoch']}; model in {settings.output}")
+        what = f"best dev {plan.main} score {best['score'] * 100:.2f} at epoch {best['epoch']}" if settings.dev \
+            else f"no --dev: kept epoch {best['epoch']} (lowest training loss)"
+        click.echo(f"{what}; model in {settings.output}")
 
     def evaluate(self, corpus: str, model: Path, options: Options) -> dict[str, Any]:
         from tagpipe.devices import resolve_device
