@@ -190,9 +190,17 @@ def test_vectors_of_an_unknown_layout_are_refused_in_one_line_before_training(tm
     assert not (tmp_path / "m").exists()
 
 
+def test_vectors_of_another_size_than_word_dim_are_one_line(tmp_path):
+    (tmp_path / "glove.txt").write_text("the 1 1\n", encoding="utf-8")
+    result = invoke("--train", str(TINY), "--config", str(config_file(tmp_path)), "--vectors",
+                    str(tmp_path / "glove.txt"), "--output", str(tmp_path / "m"))
+    line = one_line(result.output)
+    assert result.exit_code == 1 and "word_dim=16 but" in line and "leave word_dim out" in line
+
+
 def test_train_with_vectors_keeps_them_for_unseen_words(tmp_path):
     (tmp_path / "glove.txt").write_text("the 1 1\nzanzibar 2 2\n", encoding="utf-8")
-    config = config_file(tmp_path, epochs=1)
+    config = config_file(tmp_path, epochs=1, encoder_config={k: v for k, v in SMALL.items() if k != "word_dim"})
     result = invoke("--train", str(TINY), "--config", str(config), "--vectors", str(tmp_path / "glove.txt"),
                     "--output", str(tmp_path / "m"))
     assert result.exit_code == 0, result.output

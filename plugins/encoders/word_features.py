@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from tagpipe.components import Encoder, lengths_to_mask
-from tagpipe.errors import check_config_keys
+from tagpipe.errors import ConfigValueError, check_config_keys
 from tagpipe.model_folder import Field, check_fields
 from tagpipe.plugins.encoders.context_bilstm import locked_dropout
 from tagpipe.plugins.encoders.token_features import (
@@ -183,9 +183,8 @@ class WordFeatureEncoder(Encoder):
             train_words = [w for w, c in word_counts.most_common() if c >= cfg.min_count]
             kept, vectors = source.read(set(train_words), limit=cfg.pretrained_limit, normalize=norm)
             if cfg.word_dim is not None and cfg.word_dim != vectors.size(1):
-                raise ValueError(
-                    f"word_dim={cfg.word_dim} but {cfg.pretrained_vectors} has {vectors.size(1)}-d vectors"
-                )
+                raise ConfigValueError(f"{cls.config_class.kind} encoder config: word_dim={cfg.word_dim} but "
+                                       f"{cfg.pretrained_vectors} has {vectors.size(1)}-d vectors (leave word_dim out)")
             cfg.word_dim = vectors.size(1)
             words += kept
         else:
