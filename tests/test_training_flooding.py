@@ -59,7 +59,9 @@ def test_a_level_above_the_loss_makes_training_climb_and_the_report_shows_the_re
     plain_meta, plain = train(tmp_path, "plain")
     zero_meta, zero = train(tmp_path, "zero", "--flood", "0")
     high_meta, high = train(tmp_path, "high", "--flood", "200")
-    assert losses(zero) == losses(plain)  # --flood 0 is off
+    # --flood 0 is off. Not bit for bit: two seeded trainings in the suite's long-lived process drift in the
+    # 4th decimal once earlier tests have run (tests/test_training_loop.py runs its exact ones in a fresh process)
+    assert losses(zero) == pytest.approx(losses(plain), abs=1e-3)
     assert losses(plain) == sorted(losses(plain), reverse=True)  # plain training goes down
     assert losses(high) == sorted(losses(high)) and losses(high)[-1] > losses(plain)[0]  # ascent towards 200
     assert losses(high)[0] < 200  # the printed loss is L, not |L - B| + B (which is at least B)
