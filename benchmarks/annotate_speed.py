@@ -85,6 +85,8 @@ def main() -> None:
         spacy_script.write_text(SPACY_SCRIPT)
         systems = {
             "tagpipe (1 process)": tagpipe(text, args.model, tmp / "out.jsonl"),
+            # torch's default is one thread per core; spaCy's pipeline runs on one
+            "tagpipe (1 process, --threads 1)": tagpipe(text, args.model, tmp / "out_t1.jsonl", "--threads", "1"),
             # like for like: spaCy's NER computes no confidences; ours are a forward-backward pass
             "tagpipe (1 process, --no-scores)": tagpipe(text, args.model, tmp / "out_ns.jsonl", "--no-scores"),
             # an option, not the default: bfloat16 autocast of the encoder (changes outputs slightly)
@@ -104,6 +106,8 @@ def main() -> None:
         report = {"tokens": tokens, "tokens_per_s": best,
                   "ratio_vs_ner_only": best["tagpipe (1 process)"] / best["spaCy sm tok2vec+ner"],
                   "ratio_vs_full": best["tagpipe (1 process)"] / best["spaCy sm full"],
+                  "ratio_threads_1_vs_ner_only": (best["tagpipe (1 process, --threads 1)"]
+                                                  / best["spaCy sm tok2vec+ner"]),
                   "ratio_no_scores_vs_ner_only": (best["tagpipe (1 process, --no-scores)"]
                                                   / best["spaCy sm tok2vec+ner"]),
                   "ratio_bf16_vs_ner_only": (best["tagpipe (1 process, --precision bf16)"]

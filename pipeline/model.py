@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from tagpipe.components import Decoder, Encoder, lengths_to_mask
 from tagpipe.corpora.io import replacing, write_atomically
@@ -226,7 +227,7 @@ class Tagger(nn.Module):
         weights = path / WEIGHTS_FILE
         shapes = weight_shapes(weights)
         try:
-            with torch.device("meta"):
+            with sized_only():
                 skeleton: Tagger | None = cls.from_config(path, config)
         except (NotImplementedError, RuntimeError) as exc:
             if "meta" not in str(exc).lower():
@@ -291,6 +292,29 @@ def check_tagger_config(config_file: Path, config: dict[str, Any]) -> None:
         raise ModelError(f"{config_file}: 'labels' must be a non-empty list of distinct tags")
     for part in ("encoder", "decoder"):
         config[part].setdefault("config", {})
+
+
+class _SkipInPlaceOnMeta(TorchFunctionMode):
+    """In-place ops (``normal_``, ``uniform_``, ``zero_``...) on meta tensors become no-ops.
+
+    A meta tensor has no values to initialise, yet torch routes these ops through its Python
+    references, whose first use imports torch._dynamo: ~1.5 s of every process that loads a model.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))  # nn.init passes tensor=
+        if name.endswith("_") and not name.endswith("__") and isinstance(target, Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def sized_only():  # noqa: ANN201 - a context manager
+    """Build modules on torch's meta device, sizes only: nothing is allocated or initialised."""
+    with torch.device("meta"), _SkipInPlaceOnMeta():
+        yield
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

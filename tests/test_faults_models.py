@@ -273,12 +273,16 @@ def test_the_undamaged_bert_tagger_loads(bert_tagger):
     assert len(Tagger.load(bert_tagger).tag([["the", "cat"]])[0]) == 2
 
 
-SMALL = {"word_dim": 8, "char_dim": 4, "char_hidden": 4, "casing_dim": 2, "hidden": 8}
+FEATURES = {"word_dim": 8, "char_dim": 4, "char_hidden": 4, "casing_dim": 2}
+SMALL = {**FEATURES, "hidden": 8}
 BERT = {"pretrained": "TINY_BERT"}
 ENCODERS = {
     "bilstm": ("tagpipe.bilstm.v1", SMALL),
     "bilstm, char lstm, bigrams, 2 layers": ("tagpipe.bilstm.v1", {**SMALL, "char_encoder": "lstm", "bigram_dim": 4,
                                                                    "bigram_min_count": 1, "layers": 2}),
+    "idcnn": ("tagpipe.idcnn.v1", {**FEATURES, "filters": 8}),
+    "transformer, gau, deepnorm": ("tagpipe.transformer.v1", {**FEATURES, "width": 8, "layers": 2, "heads": 2,
+                                                              "attention": "gau_relu2", "norm": "deepnorm"}),
     "bert": ("tagpipe.bert.v1", BERT),
     "bert + bilstm stack": ("tagpipe.stack.v1", {"encoders": [{"name": "tagpipe.bert.v1", "config": BERT},
                                                               {"name": "tagpipe.bilstm.v1", "config": {"hidden": 8}}]}),
@@ -290,7 +294,7 @@ def test_every_builtin_encoder_and_decoder_builds_on_the_meta_device(encoder, ti
     """``Tagger.load`` sizes a model on torch's meta device before allocating it; a builtin component that
     could not build there would quietly skip that guard, so each one is built there and compared."""
     from tagpipe.host import get_registry
-    from tagpipe.model import Tagger
+    from tagpipe.model import Tagger, sized_only
 
     name, encoder_config = ENCODERS[encoder]
     encoder_config = json.loads(json.dumps(encoder_config).replace("TINY_BERT", str(tiny_bert_dir)))
@@ -302,12 +306,21 @@ def test_every_builtin_encoder_and_decoder_builds_on_the_meta_device(encoder, ti
     assert len(decoders) == 4
     for decoder in decoders:
         config["decoder"] = {"name": decoder, "config": {}}
-        with torch.device("meta"):
+        with sized_only():
             skeleton = Tagger.from_config(tmp_path / "model", config)
         real = Tagger.from_config(tmp_path / "model", config)
         assert {k: v.shape for k, v in skeleton.state_dict().items()} == \
             {k: v.shape for k, v in real.state_dict().items()}
         assert all(p.is_meta for p in skeleton.parameters()), decoder
+
+
+def test_loading_a_model_does_not_import_torch_compile_machinery():
+    """Initialising a meta tensor would import torch._dynamo (~1.5 s of every annotate process);
+    the sizes-only build skips those initialisers, so loading both embedded models imports none of it."""
+    code = ("import sys; from tagpipe.model import Tagger; from tagpipe.defaults import model_path; "
+            "[Tagger.load(model_path(name)) for name in ('en', 'zh')]; print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
 
 
 def test_no_pickle_loader_outside_training_checkpoints():

@@ -58,9 +58,9 @@ def task_options(*, warn: bool = True) -> list[click.Option]:
 @click.option("--output", "-o", default="models/tagger", show_default=True, help="Model folder to write.")
 @click.option("--format", "format_", default="conll", show_default=True, help="Corpus format (see `tagpipe plugins`).")
 @click.option("--task", default="ner", show_default=True,
-              help="ner, tag, or a plugin's task: triples, seq2seq (`tagpipe plugins`). The options below are "
-                   "the taggers'; other tasks take a subset and have their own defaults (docs/triples.md, "
-                   "docs/seq2seq.md).")
+              help="ner, tag, or a plugin's task: triples, seq2seq, multi (`tagpipe plugins`). The options below "
+                   "are the taggers'; other tasks take a subset and have their own defaults (docs/triples.md, "
+                   "docs/seq2seq.md, docs/training.md for multi).")
 @click.option("--scheme", default="iob2", show_default=True, help="Scheme of the files: iob1/iob2/bioes/bmes.")
 @click.option("--tag-column", default=None, help="Tag column: CoNLL index (default -1) or CoNLL-U field (upos).")
 @click.option("--lang", default="en", show_default=True, help="spaCy language of the prediction tokenizer.")
