@@ -18,9 +18,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -225,19 +225,7 @@ class Tagger(nn.Module):
                 return loaded
         check_tagger_config(path / CONFIG_FILE, config)
         weights = path / WEIGHTS_FILE
-        shapes = weight_shapes(weights)
-        try:
-            with sized_only():
-                skeleton: Tagger | None = cls.from_config(path, config)
-        except (NotImplementedError, RuntimeError) as exc:
-            if "meta" not in str(exc).lower():
-                raise ModelError(f"{path / CONFIG_FILE}: its sizes cannot be built ({_one_line(exc)})") from None
-            skeleton = None  # a (third-party) component that needs real tensors to be built: checked once built
-        if skeleton is not None:
-            check_weight_shapes(weights, shapes, _shapes(skeleton))
-        model = cls.from_config(path, config)
-        if skeleton is None:
-            check_weight_shapes(weights, shapes, _shapes(model))
+        model = build_fitting(lambda: cls.from_config(path, config), path / CONFIG_FILE, weights)
         try:
             state = load_file(str(weights))
         except Exception as exc:  # noqa: BLE001 - safetensors' error types differ between versions
@@ -315,6 +303,29 @@ def sized_only():  # noqa: ANN201 - a context manager
     """Build modules on torch's meta device, sizes only: nothing is allocated or initialised."""
     with torch.device("meta"), _SkipInPlaceOnMeta():
         yield
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def build_fitting(build: Callable[[], M], config_file: Path, weights: Path) -> M:
+    """``build()`` once its tensor shapes are known to match ``weights``' header: first built sizes-only
+    (:func:`sized_only`), so a config asking for sizes the weights lack allocates nothing; a component
+    that cannot be built on the meta device is checked once built. A mismatch is one ModelError."""
+    shapes = weight_shapes(weights)
+    try:
+        with sized_only():
+            skeleton: M | None = build()
+    except (NotImplementedError, RuntimeError) as exc:
+        if "meta" not in str(exc).lower():
+            raise ModelError(f"{config_file}: its sizes cannot be built ({_one_line(exc)})") from None
+        skeleton = None  # a (third-party) component that needs real tensors to be built: checked once built
+    if skeleton is not None:
+        check_weight_shapes(weights, shapes, _shapes(skeleton))
+    model = build()
+    if skeleton is None:
+        check_weight_shapes(weights, shapes, _shapes(model))
+    return model
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -323,6 +323,24 @@ def test_loading_a_model_does_not_import_torch_compile_machinery():
     assert out.stdout.split() == ["False"]
 
 
+def test_sizing_any_builtin_word_encoder_and_decoder_imports_no_torch_compile_machinery():
+    """Tensor maths on meta tensors imports torch._dynamo too, so the builtin components compute their
+    constant buffers (constraint penalties) on the CPU: none of them pays that start-up in ``Tagger.load``."""
+    code = """
+import json, sys
+from tagpipe.model import Tagger, sized_only
+labels = ["O", "B-X", "I-X", "E-X", "S-X"]
+for name, config in json.loads(sys.argv[1]):
+    for decoder in ("tagpipe.softmax.v1", "tagpipe.crf.v1", "tagpipe.memm.v1", "tagpipe.bimemm.v1"):
+        with sized_only():
+            Tagger.build([["a", "b"]], labels, encoder=name, decoder=decoder, encoder_config=config)
+print("torch._dynamo" in sys.modules)
+"""
+    encoders = json.dumps([spec for label, spec in ENCODERS.items() if "bert" not in label])
+    out = subprocess.run([sys.executable, "-c", code, encoders], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
 def test_no_pickle_loader_outside_training_checkpoints():
     """Model weights load with safetensors; a ``torch.load`` anywhere else must be data-only."""
     offenders = []

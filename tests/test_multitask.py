@@ -94,6 +94,18 @@ def test_the_folder_records_every_head_and_loads_through_tagger_load(model):
                                                                  ("the dog", "NP")]
 
 
+def test_loading_imports_no_torch_compile_machinery(model):
+    """The multi-task folder is size-checked like a tagger's (``tagpipe.model.build_fitting``), without the
+    ~1.5 s import of torch._dynamo that initialising meta tensors costs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tagpipe.model import Tagger; Tagger.load(sys.argv[1]); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
 def test_annotate_writes_a_field_per_head_and_a_column_per_head(model, corpus, tmp_path):
     text = tmp_path / "in.txt"
     text.write_text("John Smith visits Paris .\n")

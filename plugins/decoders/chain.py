@@ -21,7 +21,7 @@ time-major layout with the batch innermost), for Viterbi only the loop run from 
 each row at once (``"meet"``), and a parallel scan (a balanced tree of ``[C, C]`` semiring matrix
 products, ``log2 T`` big steps, :func:`tree_reduce`). Padded steps become identity matrices, so
 rows of different lengths share one scan. The helpers here are for those two modules; the
-public API is :func:`sequence_score` and :func:`constraint_masks`.
+public API is :func:`sequence_score`, :func:`constraint_masks` and :func:`penalty`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from tagpipe.corpora.schemes import Constraints
 
-__all__ = ["constraint_masks", "sequence_score"]
+__all__ = ["constraint_masks", "penalty", "sequence_score"]
 
 METHODS = ("auto", "loop", "meet", "scan")
 
@@ -182,15 +182,17 @@ def sequence_score(
     return start.to(dtype)[tags[:, 0]] + unary.sum(1) + pair.sum(1) + end.to(dtype)[last]
 
 
-def constraint_masks(constraints: Constraints | None, num_tags: int) -> tuple[Tensor, Tensor, Tensor]:
+def constraint_masks(constraints: Constraints | None, num_tags: int, *,
+                     device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``Constraints`` as bool tensors ``(transitions [C, C], start [C], end [C])``, True where
     allowed (all True for ``None``). Raises ValueError on a size mismatch, or when no sequence at
     all would be allowed (no allowed start or no allowed end tag). The checks run on the CPU and the
-    masks go to torch's default device, so a decoder also builds on the meta device (``Tagger.load``
-    sizes a model there before allocating it)."""
+    masks go to ``device`` (default: torch's default device), so a decoder also builds on the meta device
+    (``Tagger.load`` sizes a model there before allocating it)."""
+    device = torch.get_default_device() if device is None else torch.device(device)
     if constraints is None:
-        ones = torch.ones(num_tags, dtype=torch.bool)
-        return torch.ones(num_tags, num_tags, dtype=torch.bool), ones, ones.clone()
+        ones = torch.ones(num_tags, dtype=torch.bool, device=device)
+        return torch.ones(num_tags, num_tags, dtype=torch.bool, device=device), ones, ones.clone()
     trans, start, end = (torch.as_tensor(mask, dtype=torch.bool, device="cpu")
                          for mask in (constraints.transitions, constraints.start, constraints.end))
     if trans.shape != (num_tags, num_tags) or start.shape != (num_tags,) or end.shape != (num_tags,):
@@ -200,5 +202,11 @@ def constraint_masks(constraints: Constraints | None, num_tags: int) -> tuple[Te
         )
     if not bool(start.any()) or not bool(end.any()):
         raise ValueError("constraints allow no tag to start or no tag to end a sequence")
-    device = torch.get_default_device()
     return trans.to(device), start.to(device), end.to(device)
+
+
+def penalty(allowed: Tensor, fill: float) -> Tensor:
+    """0 where ``allowed`` (a CPU bool mask), ``fill`` elsewhere, on torch's default device. Computed on the
+    CPU: on the meta device (``Tagger.load``'s sizes-only build) tensor maths runs through torch's Python
+    references, whose first use imports torch._dynamo (~1.5 s of a process's start-up)."""
+    return torch.zeros(allowed.shape, device="cpu").masked_fill(~allowed.cpu(), fill).to(torch.get_default_device())

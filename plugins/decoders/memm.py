@@ -50,11 +50,12 @@ class LocalModel(nn.Module):
         if rank is None:
             self.weight = nn.Parameter(torch.zeros(num_tags, num_tags))
         else:
-            self.left = nn.Parameter(torch.randn(num_tags, rank) * rank**-0.5)
+            self.left = nn.Parameter(nn.init.normal_(torch.empty(num_tags, rank), std=rank**-0.5))
             self.right = nn.Parameter(torch.zeros(rank, num_tags))
         self.boundary = nn.Parameter(torch.zeros(num_tags))
-        self.register_buffer("transition_penalty", _penalty(allowed, FORBIDDEN), persistent=False)
-        self.register_buffer("boundary_penalty", _penalty(boundary_ok, FORBIDDEN), persistent=False)
+        # allowed / boundary_ok are CPU masks: the penalties are computed there (chain.penalty)
+        self.register_buffer("transition_penalty", chain.penalty(allowed, FORBIDDEN), persistent=False)
+        self.register_buffer("boundary_penalty", chain.penalty(boundary_ok, FORBIDDEN), persistent=False)
 
     def transition_scores(self) -> Tensor:
         """``W`` ``[C_prev, C_next]``."""
@@ -94,13 +95,14 @@ class MEMMDecoder(Decoder):
             _positive_int("rank", rank)
         super().__init__(input_dim, num_tags, constraints)
         self.rank = rank
-        allowed, start, end = chain.constraint_masks(constraints, num_tags)
+        allowed, start, end = chain.constraint_masks(constraints, num_tags, device="cpu")
         self.forward_model = LocalModel(input_dim, num_tags, allowed, start, rank)
         if self.directions == 2:
             self.backward_model = LocalModel(input_dim, num_tags, allowed.T.contiguous(), end, rank)
-        self.register_buffer("allowed", allowed, persistent=False)
-        self.register_buffer("start_ok", start, persistent=False)
-        self.register_buffer("end_ok", end, persistent=False)
+        device = torch.get_default_device()  # the meta device while Tagger.load sizes the model
+        self.register_buffer("allowed", allowed.to(device), persistent=False)
+        self.register_buffer("start_ok", start.to(device), persistent=False)
+        self.register_buffer("end_ok", end.to(device), persistent=False)
 
     def config(self) -> dict[str, Any]:
         return {"rank": self.rank}

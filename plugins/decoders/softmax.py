@@ -30,11 +30,11 @@ class SoftmaxDecoder(Decoder):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         super().__init__(input_dim, num_tags, constraints)
         self.projection = nn.Linear(input_dim, num_tags)
-        allowed, start, end = chain.constraint_masks(constraints, num_tags)
+        allowed, start, end = chain.constraint_masks(constraints, num_tags, device="cpu")
         self.constrained = constraints is not None
         # shape: [tags, tags], [tags], [tags]: 0 where allowed, -inf where forbidden
         for name, ok in (("transition_penalty", allowed), ("start_penalty", start), ("end_penalty", end)):
-            self.register_buffer(name, torch.zeros(ok.shape).masked_fill(~ok, float("-inf")), persistent=False)
+            self.register_buffer(name, chain.penalty(ok, float("-inf")), persistent=False)
 
     def config(self) -> dict[str, Any]:
         return {}

@@ -27,8 +27,8 @@ from tagpipe.corpora.schemes import convert
 from tagpipe.devices import resolve_device
 from tagpipe.errors import ConfigValueError, ModelError, UnknownComponentError
 from tagpipe.host import get_registry
-from tagpipe.model import constraints_for, inference_autocast, to_device
-from tagpipe.model_folder import Field, check_fields, check_weight_shapes, read_model_config, weight_shapes
+from tagpipe.model import build_fitting, constraints_for, inference_autocast, to_device
+from tagpipe.model_folder import Field, check_fields, read_model_config
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from tagpipe.plugins.multitask.heads import KINDS, TARGETS, HeadSpec
 
@@ -163,17 +163,7 @@ class MultiTagger(nn.Module):
         config = read_model_config(path, task=TASK, format_version=FORMAT_VERSION, required=(WEIGHTS_FILE,))
         check_multi_config(path / CONFIG_FILE, config)
         weights = path / WEIGHTS_FILE
-        shapes = weight_shapes(weights)
-        try:
-            with torch.device("meta"):  # sizes checked before anything is allocated
-                model = cls.from_config(path, config)
-            check_weight_shapes(weights, shapes, _shapes(model))
-            model = cls.from_config(path, config)
-        except (NotImplementedError, RuntimeError) as exc:
-            if "meta" not in str(exc).lower():
-                raise ModelError(f"{path / CONFIG_FILE}: its sizes cannot be built ({exc})") from None
-            model = cls.from_config(path, config)  # a component that needs real tensors to be built
-            check_weight_shapes(weights, shapes, _shapes(model))
+        model = build_fitting(lambda: cls.from_config(path, config), path / CONFIG_FILE, weights)
         try:
             state = load_file(str(weights))
         except Exception as exc:  # noqa: BLE001 - safetensors' error types differ between versions
@@ -203,10 +193,6 @@ class MultiTagger(nn.Module):
             raise ModelError(f"{config_file}: {' '.join(str(exc).split())}") from None
         return cls(encoder, heads, specs, encoder_name=config["encoder"]["name"], main=config["main"],
                    lang=config.get("lang", "en"), meta=config.get("meta"), tokenizer=config.get("tokenizer"))
-
-
-def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
 def check_multi_config(config_file: Path, config: dict[str, Any]) -> None:
