@@ -24,27 +24,13 @@ THREADS=${THREADS:-1}
 CONFIG=benchmarks/configs/conll2003-multitask.json
 mkdir -p "$OUT/data" "$OUT/models" "$OUT/scores" "$OUT/speed"
 
-slice() {  # first N sentences of a CoNLL file (-DOCSTART- lines dropped); N=0 copies it whole
-    if [ "$2" = 0 ]; then cp "$1" "$3"; else
-        awk -v n="$2" 'BEGIN { RS = ""; ORS = "\n\n" } !/^-DOCSTART-/ && ++k <= n' "$1" > "$3"; fi
-}
+source benchmarks/train_and_score.sh
 slice "$DATA/train.txt" "$SLICE" "$OUT/data/train.txt"
 slice "$DATA/valid.txt" "$TEST_SLICE" "$OUT/data/valid.txt"
 slice "$DATA/test.txt" "$TEST_SLICE" "$OUT/data/test.txt"
 TRAIN=$OUT/data/train.txt DEV=$OUT/data/valid.txt TEST=$OUT/data/test.txt
 COMMON=(--config "$CONFIG" --train "$TRAIN" --dev "$DEV" --epochs "$EPOCHS" --threads "$THREADS" --device cpu -q)
 
-run() {  # NAME SEED TRAIN-ARGS...: train unless done, then score on the test file
-    local name=$1 seed=$2 dir=$OUT/models/$1-seed$2
-    shift 2
-    if [ ! -f "$OUT/scores/$name-seed$seed.json" ]; then
-        echo "== $name seed $seed ($(date -u +%H:%M:%S))"
-        rm -rf "$dir"
-        python cli.py train "${COMMON[@]}" --seed "$seed" -o "$dir" "$@" --json > "$OUT/scores/$name-seed$seed.train.json"
-        python cli.py evaluate "$TEST" --model "$dir" --json -q --threads "$THREADS" --device cpu \
-            > "$OUT/scores/$name-seed$seed.json"
-    fi
-}
 for seed in $SEEDS; do
     run ner "$seed" --task ner --tag-column 3
     run pos "$seed" --task tag --tag-column 1
