@@ -106,7 +106,9 @@ class CharCNN(nn.Module):
         x = self.dropout(self.embed(flat)).t().unsqueeze(0)  # shape: [1, char_dim, C + N]
         h = self.conv(x)[0].t()[where]  # shape: [C, filters], the real characters' windows
         word = torch.repeat_interleave(torch.arange(len(chars), device=chars.device), count)  # shape: [C]
-        out = h.new_empty(len(chars), h.shape[1])
+        # -inf, not new_empty: amax's backward counts ties with these values too (include_self=False or not),
+        # and a recycled buffer holding the last batch's maxima would halve some gradients at random
+        out = h.new_full((len(chars), h.shape[1]), float("-inf"))
         return out.scatter_reduce(0, word[:, None].expand_as(h), h, "amax", include_self=False)  # shape: [N, filters]
 
 
