@@ -183,27 +183,7 @@ class Tagger(nn.Module):
         """Write the model folder. Each file replaces its target atomically (weights, then the
         encoder's assets, config last), so a crash mid-save leaves the previous model loadable.
         Subfolders (a trainer's ``checkpoint/``) are left alone."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        with replacing(path / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
-        with tempfile.TemporaryDirectory(prefix=".assets-", dir=path) as staging:
-            self.encoder.save_assets(Path(staging))  # the encoder names its own files
-            for item in sorted(Path(staging).iterdir()):
-                target = path / item.name
-                if item.is_dir():
-                    if target.exists():
-                        shutil.rmtree(target)
-                    os.replace(item, target)
-                else:
-                    with replacing(target) as tmp:
-                        os.replace(item, tmp)
-        write_atomically(path / CONFIG_FILE, json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n")
+        write_model_folder(self, self.encoder, self.config(), path, dtype=dtype)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Tagger:
@@ -358,3 +338,32 @@ def span_labels(entity_types: Sequence[str], scheme: str) -> list[str]:
     """The full tag set of ``scheme`` for these entity types, "O" first."""
     prefixes = {"bioes": "BIES", "bmes": "BMES", "iob2": "BI", "iob1": "BI"}[scheme]
     return ["O"] + [f"{p}-{t}" for t in sorted(entity_types) for p in prefixes]
+
+
+def write_model_folder(
+    model: nn.Module, encoder: Encoder, config: dict[str, Any], path: str | Path, *, dtype: torch.dtype | None = None
+) -> None:
+    """Write a model folder: the weights, then the encoder's assets (it names its own files), config.json last;
+    each file replaces its target atomically, so a crash mid-save leaves the previous model loadable. Shared by
+    every model class whose folder holds one encoder (taggers, multi-task taggers)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    with replacing(path / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    with tempfile.TemporaryDirectory(prefix=".assets-", dir=path) as staging:
+        encoder.save_assets(Path(staging))
+        for item in sorted(Path(staging).iterdir()):
+            target = path / item.name
+            if item.is_dir():
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+            else:
+                with replacing(target) as tmp:
+                    os.replace(item, tmp)
+    write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")

@@ -10,10 +10,6 @@ column, kind, labels, decoder (registry name and config) and spaCy target. Weigh
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,12 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from tagpipe.components import Decoder, Encoder, lengths_to_mask
-from tagpipe.corpora.io import replacing, write_atomically
 from tagpipe.corpora.schemes import convert
 from tagpipe.devices import resolve_device
 from tagpipe.errors import ConfigValueError, ModelError, UnknownComponentError
 from tagpipe.host import get_registry
-from tagpipe.model import build_fitting, constraints_for, inference_autocast, to_device
+from tagpipe.model import build_fitting, constraints_for, inference_autocast, to_device, write_model_folder
 from tagpipe.model_folder import Field, check_fields, read_model_config
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from tagpipe.plugins.multitask.heads import KINDS, TARGETS, HeadSpec
@@ -130,27 +125,7 @@ class MultiTagger(nn.Module):
     def save(self, path: str | Path, *, dtype: torch.dtype | None = None) -> None:
         """Write the model folder: weights, the encoder's assets, config.json last, each file replaced
         atomically (a crash mid-save leaves the previous model loadable)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        with replacing(path / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
-        with tempfile.TemporaryDirectory(prefix=".assets-", dir=path) as staging:
-            self.encoder.save_assets(Path(staging))
-            for item in sorted(Path(staging).iterdir()):
-                target = path / item.name
-                if item.is_dir():
-                    if target.exists():
-                        shutil.rmtree(target)
-                    os.replace(item, target)
-                else:
-                    with replacing(target) as tmp:
-                        os.replace(item, tmp)
-        write_atomically(path / CONFIG_FILE, json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n")
+        write_model_folder(self, self.encoder, self.config(), path, dtype=dtype)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> MultiTagger:
