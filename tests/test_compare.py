@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -125,3 +126,27 @@ def test_encoder_specs_and_spread():
         parse_encoder("a/b=bert:/m")
     assert spread([0.9]) == {"mean": 0.9, "std": None, "min": 0.9, "max": 0.9}
     assert spread([0.8, 0.9, 1.0])["std"] == pytest.approx(0.1)  # sample standard deviation (n - 1)
+
+
+def test_a_grid_running_beside_another_reports_the_cells_it_finished(tmp_path, monkeypatch):
+    """Two grids into one OUTPUT at once (two encoders on two cores): the report written last holds every
+    finished cell, not only those of the grid that wrote it."""
+    from tagpipe.compare import run
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"encoder_config": TINY_BILSTM, "batch_size": 8}))
+    common = ["--config", str(config), "--decoder", "softmax", "--epochs", "1", "--seeds", "1"]
+    assert invoke(*common, "--encoder", "other=bilstm", "--output", str(tmp_path / "elsewhere")).exit_code == 0
+    real_run_cell = run.run_cell
+
+    def beside_another(cell, *args, **kwargs):  # the other grid finishes its cell while this one trains
+        shutil.copytree(tmp_path / "elsewhere" / "runs" / "other-softmax-seed1", out / "runs" / "other-softmax-seed1")
+        return real_run_cell(cell, *args, **kwargs)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(run, "run_cell", beside_another)
+    result = invoke(*common, "--encoder", "bilstm", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "compare.json").read_text())
+    assert sorted(c["encoder"] for c in report["cells"]) == ["bilstm", "other"]
+    assert sorted(r["encoder"] for r in report["results"]) == ["bilstm", "other"]
