@@ -2,8 +2,10 @@
 # The caller sets OUT, TEST, THREADS and the COMMON array of `tagpipe train` arguments.
 
 slice() {  # FILE N TARGET: the first N sentences of a CoNLL file (-DOCSTART- lines dropped); N=0 copies it whole
-    if [ "$2" = 0 ]; then cp "$1" "$3"; else
-        awk -v n="$2" 'BEGIN { RS = ""; ORS = "\n\n" } !/^-DOCSTART-/ && ++k <= n' "$1" > "$3"; fi
+    # written beside TARGET, then renamed: a second script sharing OUT (other seeds) never reads half a file
+    if [ "$2" = 0 ]; then cp "$1" "$3.tmp$$"; else
+        awk -v n="$2" 'BEGIN { RS = ""; ORS = "\n\n" } !/^-DOCSTART-/ && ++k <= n' "$1" > "$3.tmp$$"; fi
+    mv "$3.tmp$$" "$3"
 }
 
 run() {  # NAME SEED TRAIN-ARGS...: train unless scored already, then score on $TEST (written atomically)
