@@ -185,3 +185,25 @@ def test_bert_with_checkpointing_accumulation_and_an_empty_slice_matches_one_pro
     assert final_two.keys() == final_one.keys()
     for name, tensor in final_one.items():  # after both steps, the second with an empty slice on rank 1
         torch.testing.assert_close(final_two[name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
+def test_a_transformer_encoder_on_two_ranks_matches_one_process(tmp_path, monkeypatch):
+    """Issue 20's encoder under torchrun: a GAU (log-n softmax, DeepNorm, no biases) with gradient checkpointing
+    takes the same steps on 2 ranks as in one process, and both ranks hold the same parameters."""
+    from safetensors.torch import load_file
+
+    encoder_config = {"word_dim": 8, "char_dim": 4, "char_hidden": 4, "casing_dim": 2, "width": 16, "key_size": 8,
+                      "ffn": 24, "attention": "gau_softmax", "log_n": True, "norm": "deepnorm", "bias": False,
+                      "norm_gain": False, "dropout": 0.0, "word_dropout": 0.0, "layer_dropout": 0.0}
+    options = {**OPTIONS, "encoder": "transformer", "encoder_config": encoder_config, "epochs": 1,
+               "grad_checkpointing": True}
+    torchrun(tmp_path, tmp_path / "trace-two", "--output", str(tmp_path / "two"), options=options)
+    monkeypatch.setenv(distributed.TRACE_ENV, str(tmp_path / "trace-one"))
+    Trainer(TrainSettings(**options, output=str(tmp_path / "one")), log=lambda _: None, progress=False).run()
+    one, two = steps(tmp_path / "trace-one", 0), steps(tmp_path / "trace-two", 0)
+    assert [s["digest"] for s in two] == [s["digest"] for s in steps(tmp_path / "trace-two", 1)]
+    assert len(one) == len(two) == 6  # 40 sentences in batches of 7
+    assert [s["loss"] for s in two] == pytest.approx([s["loss"] for s in one], rel=1e-5, abs=1e-5)
+    final_one, final_two = (load_file(tmp_path / run / "model.safetensors") for run in ("one", "two"))
+    for name, tensor in final_one.items():
+        torch.testing.assert_close(final_two[name], tensor, rtol=0, atol=1e-5, msg=name)
