@@ -67,8 +67,9 @@ def run_compare(grid: Grid, *, log: Log = print, warn: Log = print, progress: bo
         except TagpipeError as exc:
             warn(f"{cell.name} failed: {exc}")
             failed.append(cell.name)
-    # cells another `tagpipe compare` finished into OUTPUT meanwhile (two grids sharing the cores) join the report
-    results = {**load_results(grid.output, warn), **results}
+    # cells another `tagpipe compare` finished into OUTPUT meanwhile (two grids sharing the cores) join the report;
+    # an unreadable result.json was warned about once, at the start
+    results = {**load_results(grid.output, lambda _: None), **results}
     report = build_report(grid, cells, list(results.values()))
     write_report(grid.output, report, warn)
     if failed:
