@@ -192,8 +192,6 @@ class Tagger(nn.Module):
         and the encoder's files build, against the weights' (built first on torch's meta device, so sizes
         that do not fit the weights allocate nothing). Each problem is one :class:`ModelError` naming the file.
         """
-        from safetensors.torch import load_file
-
         device = resolve_device(device, option="device")
         path = Path(path)
         config = read_model_config(path, format_version=FORMAT_VERSION, required=(WEIGHTS_FILE,))
@@ -204,16 +202,7 @@ class Tagger(nn.Module):
             if loaded is not None:
                 return loaded
         check_tagger_config(path / CONFIG_FILE, config)
-        weights = path / WEIGHTS_FILE
-        model = build_fitting(lambda: cls.from_config(path, config), path / CONFIG_FILE, weights)
-        try:
-            state = load_file(str(weights))
-        except Exception as exc:  # noqa: BLE001 - safetensors' error types differ between versions
-            raise ModelError(f"{weights}: cannot read the weights ({_one_line(exc)})") from None
-        own = model.state_dict()
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-        model.eval()
-        return model.to(device)
+        return load_fitting(lambda: cls.from_config(path, config), path, device)
 
     @classmethod
     def from_config(cls, path: Path, config: dict[str, Any]) -> Tagger:
@@ -306,6 +295,23 @@ def build_fitting(build: Callable[[], M], config_file: Path, weights: Path) -> M
     if skeleton is None:
         check_weight_shapes(weights, shapes, _shapes(model))
     return model
+
+
+def load_fitting(build: Callable[[], M], path: Path, device: torch.device) -> M:
+    """``build()`` (see :func:`build_fitting`) with the weights of folder ``path`` in it, in eval mode on
+    ``device``; each weight keeps the dtype the model declares (a float16 folder loads as float32)."""
+    from safetensors.torch import load_file
+
+    weights = path / WEIGHTS_FILE
+    model = build_fitting(build, path / CONFIG_FILE, weights)
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors' error types differ between versions
+        raise ModelError(f"{weights}: cannot read the weights ({_one_line(exc)})") from None
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    model.eval()
+    return model.to(device)
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

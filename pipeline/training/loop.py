@@ -79,6 +79,21 @@ def pad_tags(tag_ids: Sequence[Sequence[int]]) -> torch.Tensor:
     return torch.tensor([list(t) + [-1] * (width - len(t)) for t in tag_ids], dtype=torch.long)
 
 
+
+def warmup_then_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float,
+                      final: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """The rate rises linearly over the first ``warmup`` fraction of ``total_steps`` (Adam's early steps are
+    noisy), then falls linearly to ``final`` times itself at the last step and stays there."""
+    warmup_steps = max(1, int(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(final, 1.0 - (1.0 - final) * (step - warmup_steps) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 class Trainer:
     """Trains one tagger from :class:`TrainSettings`; ``run()`` returns the best dev score."""
 
@@ -171,7 +186,7 @@ class Trainer:
         batches_per_epoch = math.ceil(len(train) / step_size)
         scaling = LrScaling.of(s)  # --lr-scaling: the rates follow the global batch
         optimizer = self._optimizer(model, scaling)
-        schedule = self._schedule(optimizer, batches_per_epoch * s.epochs)
+        schedule = warmup_then_decay(optimizer, batches_per_epoch * s.epochs, s.warmup, s.lr_final)
         scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
         history: list[dict[str, Any]] = []
         best = {"f1": -math.inf, "epoch": 0}  # without --dev the score is -loss, which may be below -1
@@ -307,17 +322,6 @@ class Trainer:
         if all(set(g) == {"params", "lr"} and g["lr"] == lr for g in groups):
             groups = [{"params": [p for g in groups for p in g["params"]], "lr": lr}]
         return build_optimizer(s.optimizer, groups, lr=lr, weight_decay=s.weight_decay)
-
-    def _schedule(self, optimizer, total_steps: int):
-        warmup = max(1, int(self.settings.warmup * total_steps))
-        final = self.settings.lr_final
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(final, 1.0 - (1.0 - final) * (step - warmup) / max(1, total_steps - warmup))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     # -- checkpoint averaging ------------------------------------------------------------
     @staticmethod

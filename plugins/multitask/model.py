@@ -22,7 +22,7 @@ from tagpipe.corpora.schemes import convert
 from tagpipe.devices import resolve_device
 from tagpipe.errors import ConfigValueError, ModelError, UnknownComponentError
 from tagpipe.host import get_registry
-from tagpipe.model import build_fitting, constraints_for, inference_autocast, to_device, write_model_folder
+from tagpipe.model import constraints_for, inference_autocast, load_fitting, to_device, write_model_folder
 from tagpipe.model_folder import Field, check_fields, read_model_config
 from tagpipe.names import CONFIG_FILE, WEIGHTS_FILE
 from tagpipe.plugins.multitask.heads import KINDS, TARGETS, HeadSpec
@@ -131,22 +131,11 @@ class MultiTagger(nn.Module):
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> MultiTagger:
         """Load a folder written by :meth:`save`, checked whole before a weight is read (config fields,
         the weights' header, the shapes a meta-device build needs); each problem is one ModelError."""
-        from safetensors.torch import load_file
-
         device = resolve_device(device, option="device")
         path = Path(path)
         config = read_model_config(path, task=TASK, format_version=FORMAT_VERSION, required=(WEIGHTS_FILE,))
         check_multi_config(path / CONFIG_FILE, config)
-        weights = path / WEIGHTS_FILE
-        model = build_fitting(lambda: cls.from_config(path, config), path / CONFIG_FILE, weights)
-        try:
-            state = load_file(str(weights))
-        except Exception as exc:  # noqa: BLE001 - safetensors' error types differ between versions
-            raise ModelError(f"{weights}: cannot read the weights ({exc})") from None
-        own = model.state_dict()
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-        model.eval()
-        return model.to(device)
+        return load_fitting(lambda: cls.from_config(path, config), path, device)
 
     @classmethod
     def from_config(cls, path: Path, config: dict[str, Any]) -> MultiTagger:

@@ -36,6 +36,7 @@ from tagpipe.training.loop import (  # the loop's own helpers (flooding, lr scal
     length_batches,
     pad_tags,
     seed_everything,
+    warmup_then_decay,
 )
 from tagpipe.training.settings import TrainSettings, check_lengths
 
@@ -155,7 +156,7 @@ class MultiTrainer:
         model.meta["lr_scaling"] = scaling.record(s.lr, s.encoder_lr)
         optimizer = self._optimizer(model, scaling)
         total_steps = math.ceil(len(train) / step_size) * s.epochs
-        schedule = self._schedule(optimizer, total_steps)
+        schedule = warmup_then_decay(optimizer, total_steps, s.warmup, s.lr_final)  # as the taggers'
         heads = ", ".join(f"{h.name} (column {h.column}, {h.kind}, {len(h.labels)} tags, {h.decoder})"
                           for h in plan.heads)
         self.log(f"training {s.encoder} with heads {heads} on {len(train)} sentences; {plan.weighting} task "
@@ -245,14 +246,3 @@ class MultiTrainer:
         groups = [*model.encoder.parameter_groups(lr, encoder_lr), {"params": list(model.heads.parameters()), "lr": lr}]
         return build_optimizer(s.optimizer, [g for g in groups if g["params"]], lr=lr, weight_decay=s.weight_decay)
 
-    def _schedule(self, optimizer, total_steps: int):
-        """Linear warm-up over ``warmup`` of the steps, then linear decay to ``lr_final`` (as the taggers')."""
-        warmup = max(1, int(self.settings.warmup * total_steps))
-        final = self.settings.lr_final
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(final, 1.0 - (1.0 - final) * (step - warmup) / max(1, total_steps - warmup))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
