@@ -64,6 +64,18 @@ class ModelComponent:
     batch_size: int
     device: str
 
+    def __init__(self, name: str, *, model: str | None, batch_size: int, device: str,
+                 precision: str = "fp32") -> None:
+        """What every component keeps: its name, its model folder (``None``: none yet), the batch size and
+        device it runs at, and the inference precision (checked here, before any model is read)."""
+        if precision not in PRECISIONS:
+            raise ModelError(f"{name}: precision must be one of {PRECISIONS}, not {precision!r}")
+        self.name = name
+        self.model_path = model
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+
     def loaded(self) -> Any:
         raise NotImplementedError
 
@@ -122,14 +134,7 @@ class TaggerComponent(ModelComponent):
                  device: str = "cpu", precision: str = "fp32", encoder: str = "tagpipe.bilstm.v1",
                  decoder: str = "tagpipe.crf.v1", encoder_config: dict[str, Any] | None = None,
                  decoder_config: dict[str, Any] | None = None, lr: float = 2e-3, **options: Any) -> None:
-
-        if precision not in PRECISIONS:
-            raise ModelError(f"{name}: precision must be one of {PRECISIONS}, not {precision!r}")
-        self.name = name
-        self.model_path = model
-        self.batch_size = batch_size
-        self.device = device
-        self.precision = precision
+        super().__init__(name, model=model, batch_size=batch_size, device=device, precision=precision)
         self.train_config = {"encoder": encoder, "decoder": decoder, "encoder_config": dict(encoder_config or {}),
                              "decoder_config": dict(decoder_config or {}), "lr": lr}
         self.options = options

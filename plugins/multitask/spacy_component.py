@@ -24,7 +24,7 @@ from spacy.parts_of_speech import IDS as UPOS_IDS
 from spacy.tokens import Doc, Span
 
 from tagpipe.errors import ModelError
-from tagpipe.names import COLUMNS_EXTENSION, PRECISIONS
+from tagpipe.names import COLUMNS_EXTENSION
 from tagpipe.plugins.multitask.task import HEADS_EXTENSION
 from tagpipe.spacy_bridge.base import ModelComponent, segments_of
 
@@ -44,13 +44,7 @@ class MultiComponent(ModelComponent):
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 128,
                  device: str = "cpu", precision: str = "fp32") -> None:
-        if precision not in PRECISIONS:
-            raise ModelError(f"{name}: precision must be one of {PRECISIONS}, not {precision!r}")
-        self.name = name
-        self.model_path = model
-        self.batch_size = batch_size
-        self.device = device
-        self.precision = precision
+        super().__init__(name, model=model, batch_size=batch_size, device=device, precision=precision)
         self._model: Any = None
 
     @property

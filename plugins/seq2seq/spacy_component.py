@@ -46,13 +46,9 @@ class Seq2SeqComponent(ModelComponent):
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 16,
                  device: str = "cpu", **decoding: Any) -> None:
-
         if decoding.get("strategy", "greedy") not in STRATEGIES:
             raise ValueError(f"{name}: strategy must be one of {STRATEGIES}, not {decoding['strategy']!r}")
-        self.name = name
-        self.model_path = model
-        self.batch_size = batch_size
-        self.device = device
+        super().__init__(name, model=model, batch_size=batch_size, device=device)
         self.decoding = {**DECODING_CONFIG, **decoding}
         self._model: Any = None
         register_extensions()

@@ -35,10 +35,7 @@ class TriplesComponent(ModelComponent):
 
     def __init__(self, nlp: Language | None, name: str, *, model: str | None, batch_size: int = 32,
                  device: str = "cpu", threshold: float = 0.0) -> None:
-        self.name = name
-        self.model_path = model
-        self.batch_size = batch_size
-        self.device = device
+        super().__init__(name, model=model, batch_size=batch_size, device=device)
         self.threshold = threshold
         self._model: Any = None
 
