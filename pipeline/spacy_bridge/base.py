@@ -60,14 +60,9 @@ class ModelComponent:
     model, read on first use), ``adopt(model)``, ``load_model(path, device)``, ``set_annotations(docs)``
     and ``init_kwargs()``; their constructor is ``(nlp, name, **init_kwargs())``."""
 
-    name: str
-    batch_size: int
-    device: str
-
     def __init__(self, name: str, *, model: str | None, batch_size: int, device: str,
                  precision: str = "fp32") -> None:
-        """What every component keeps: its name, its model folder (``None``: none yet), the batch size and
-        device it runs at, and the inference precision (checked here, before any model is read)."""
+        """Name, model folder (``None``: none yet), batch size, device; precision checked before any model is read."""
         if precision not in PRECISIONS:
             raise ModelError(f"{name}: precision must be one of {PRECISIONS}, not {precision!r}")
         self.name = name
