@@ -13,6 +13,7 @@
 #        today's embedded model, whose single-task NER runs are train_default_model.sh's)
 #        MODELS="ner pos chunk multi-fixed multi-parallel multi-main-aux" (a subset trains only those; the speed
 #        rounds need ner, pos and multi-main-aux, ROUNDS=0 skips them)
+#        WEIGHTS= (--task-weights of the multi-task models, e.g. pos=0.1,chunk=0.1; their names gain "-w" and it)
 #   e.g. a smoke run: SEEDS=1 EPOCHS=1 SLICE=200 TEST_SLICE=100 ROUNDS=1 bash benchmarks/multitask_conll.sh out/mt-smoke
 # Full corpora: about 20 CPU-minutes per single-task model and 25-60 per multi-task one (parallel and
 # main-aux run the encoder's backward pass once per head) on one thread; 18 trainings in all.
@@ -26,6 +27,7 @@ SLICE=${SLICE:-0}
 TEST_SLICE=${TEST_SLICE:-0}
 THREADS=${THREADS:-1}
 CONFIG=${CONFIG:-benchmarks/configs/conll2003-multitask.json}
+WEIGHTS=${WEIGHTS:-}
 mkdir -p "$OUT/data" "$OUT/models" "$OUT/scores" "$OUT/speed"
 
 source benchmarks/train_and_score.sh
@@ -43,7 +45,8 @@ for seed in $SEEDS; do
             pos) run pos "$seed" --task tag --tag-column 1 ;;
             chunk) run chunk "$seed" --task ner --tag-column 2 ;;
             multi-fixed | multi-parallel | multi-main-aux)
-                run "$model" "$seed" --task multi --columns ner=3,pos=1,chunk=2 --task-weighting "${model#multi-}" ;;
+                run "$model${WEIGHTS:+-w$WEIGHTS}" "$seed" --task multi --columns ner=3,pos=1,chunk=2 \
+                    --task-weighting "${model#multi-}" ${WEIGHTS:+--task-weights "$WEIGHTS"} ;;
             *) echo "unknown model: $model" >&2; exit 2 ;;
         esac
     done
@@ -66,7 +69,7 @@ annotate() {  # OUTPUT MODEL...: seconds of one annotate process
     echo "$end - $start" | bc
 }
 for round in $(seq "${ROUNDS:-3}"); do
-    multi=$(annotate "$OUT/speed/multi.jsonl" "$OUT/models/multi-main-aux-seed$FIRST")
+    multi=$(annotate "$OUT/speed/multi.jsonl" "$OUT/models/multi-main-aux${WEIGHTS:+-w$WEIGHTS}-seed$FIRST")
     ner=$(annotate "$OUT/speed/ner.jsonl" "$OUT/models/ner-seed$FIRST")
     pos=$(annotate "$OUT/speed/pos.jsonl" "$OUT/models/pos-seed$FIRST")
     echo "{\"round\": $round, \"multi\": $multi, \"ner\": $ner, \"pos\": $pos}" >> "$OUT/speed/seconds.jsonl"
