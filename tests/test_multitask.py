@@ -175,6 +175,8 @@ def test_each_weighting_trains_and_records_its_settings(corpus, tmp_path, extra)
     (["--columns", "ner=3,pos=1", "--task-weights", "pos=-1"], "must be a finite number >= 0"),
     (["--columns", "ner=3,pos=1", "--main-task", "chunk"], "--main-task 'chunk' is no head"),
     (["--columns", "ner=3,pos=1", "--average", "2"], "--average: not an option of task 'multi'"),
+    (["--columns", "ner=3,pos=1", "--private-layers", "chunk=1"], "--private-layers: 'chunk' is no head"),
+    (["--columns", "ner=3,pos=1", "--private-layers", "ner=two"], "must be a whole number of layers"),
 ])
 def test_bad_settings_are_one_line(corpus, tmp_path, args, message):
     from tagpipe.cli import cli
@@ -192,3 +194,51 @@ def test_a_multi_option_given_to_a_tagger_is_refused(corpus, tmp_path):
     result = CliRunner().invoke(cli, ["train", "--train", str(corpus["train"]), "-o", str(tmp_path / "m"),
                                       "--columns", "ner=3,pos=1"])
     assert result.exit_code != 0 and "--columns: not an option of task 'ner'" in result.output
+
+
+def test_a_private_layer_is_the_heads_own_saved_and_loaded(corpus, tmp_path):
+    """``--private-layers ner=1``: NER reads a BiLSTM layer no other head sees; its weights are NER's own
+    (the task weighting treats them as the head's, not the shared encoder's) and survive save/load."""
+    from tagpipe.plugins.multitask.model import MultiTagger
+
+    out = tmp_path / "m"
+    invoke_cli(*train_args(corpus, out, "--epochs", "12", "--task-weighting", "main-aux",
+                           "--private-layers", "ner=1,pos=0"))
+    heads = {h["name"]: h for h in json.loads((out / "config.json").read_text())["heads"]}
+    assert heads["ner"]["private"] == {"name": "tagpipe.bilstm.v1",
+                                       "config": {"hidden": 16, "layers": 1, "dropout": 0.25}}
+    assert "private" not in heads["pos"] and "private" not in heads["chunk"]
+    model = MultiTagger.load(out)
+    assert list(model.private) == ["ner"]
+    private = {id(p) for p in model.private["ner"].parameters()}
+    assert private <= {id(p) for p in model.head_parameters("ner")}
+    assert not private & {id(p) for p in [*model.encoder.parameters(), *model.head_parameters("pos")]}
+    assert model.heads["ner"].projection.in_features == 32  # the private BiLSTM's 2 x 16, not the encoder's
+    tags = model.tag([["Mary", "Jones", "sees", "Rome", "."]])
+    assert tags["ner"] == [["B-PER", "I-PER", "O", "B-LOC", "O"]]
+    assert tags["chunk"] == [["B-NP", "I-NP", "B-VP", "B-NP", "O"]]
+    scores = json.loads(invoke_cli("evaluate", corpus["dev"], "-m", out, "--json", "-q").output)["heads"]
+    assert scores["ner"]["f1"] > 0.9 and scores["pos"]["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(("private", "message"), [
+    ({"name": "tagpipe.nosuch.v1"}, "nosuch"),
+    ({"name": "tagpipe.bilstm.v1", "config": {"hidden": 0}}, "bad bilstm stage config"),
+    ({"name": "tagpipe.bilstm.v1", "config": {"width": 3}}, "width"),
+    ({"config": {}}, "private"),
+    ("bilstm", "private"),
+])
+def test_a_broken_private_stage_in_config_json_is_one_model_error(model, tmp_path, private, message):
+    import shutil
+
+    from tagpipe.errors import ModelError
+    from tagpipe.plugins.multitask.model import MultiTagger
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["heads"][0]["private"] = private
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=message) as caught:
+        MultiTagger.load(broken)
+    assert "config.json" in str(caught.value) and "\n" not in str(caught.value)

@@ -1,5 +1,6 @@
-"""What a multi-task model's heads are: ``--columns``, ``--task-weights`` and ``--head-decoders``
-parsed into :class:`HeadSpec` records (torch-free: the CLI parses them before anything loads).
+"""What a multi-task model's heads are: ``--columns``, ``--task-weights``, ``--head-decoders`` and
+``--private-layers`` parsed into :class:`HeadSpec` records (torch-free: the CLI parses them before
+anything loads).
 
 ``--columns ner=3,pos=1,chunk=2`` names each head and the corpus column it learns: a CoNLL column
 index counted from 0 at the word column (CoNLL-2003 is ``word POS chunk NER``: 1, 2, 3; negative
@@ -37,6 +38,9 @@ class HeadSpec:
     decoder_config: dict[str, Any] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)  # the model's tags (BIOES for span heads)
     target: str = "none"
+    #: a stage between the shared encoder and this head's decoder, seen by no other head:
+    #: ``{"name": REGISTRY NAME, "config": {...}}`` of an encoder that runs on features (``from_input``)
+    private: dict[str, Any] | None = None
 
     @property
     def scheme(self) -> str | None:
@@ -45,13 +49,14 @@ class HeadSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "column": self.column, "kind": self.kind, "labels": self.labels,
-                "decoder": {"name": self.decoder, "config": self.decoder_config}, "spacy": self.target}
+                "decoder": {"name": self.decoder, "config": self.decoder_config}, "spacy": self.target,
+                **({"private": self.private} if self.private else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HeadSpec:
         return cls(name=data["name"], column=data["column"], kind=data["kind"], decoder=data["decoder"]["name"],
                    decoder_config=dict(data["decoder"].get("config") or {}), labels=list(data["labels"]),
-                   target=data.get("spacy", "none"))
+                   target=data.get("spacy", "none"), private=data.get("private"))
 
 
 def _pairs(value: str | Mapping[str, Any], option: str) -> list[tuple[str, str]]:
@@ -120,6 +125,21 @@ def apply_decoders(heads: Sequence[HeadSpec], default: str, value: str | Mapping
         if name not in by_name:
             raise TagpipeError(f"--head-decoders: {name!r} is no head (heads: {', '.join(by_name)})")
         by_name[name].decoder = aliases.get(decoder, decoder)
+
+
+def apply_private_layers(heads: Sequence[HeadSpec], value: str | Mapping[str, Any] | None, *,
+                         hidden: int, dropout: float) -> None:
+    """``--private-layers ner=1``: that many BiLSTM layers (``hidden`` units per direction) of the head's
+    own between the shared encoder and its decoder; the other heads read the shared encoder directly."""
+    by_name = {h.name: h for h in heads}
+    for name, text in _pairs(value, "--private-layers") if value else []:
+        if name not in by_name:
+            raise TagpipeError(f"--private-layers: {name!r} is no head (heads: {', '.join(by_name)})")
+        if not text.isdigit() or not 0 <= int(text) <= 8:
+            raise TagpipeError(f"--private-layers: {name}={text} must be a whole number of layers from 0 to 8")
+        by_name[name].private = {"name": "tagpipe.bilstm.v1",
+                                 "config": {"hidden": hidden, "layers": int(text), "dropout": dropout}} \
+            if int(text) else None
 
 
 def choose_main(heads: Sequence[HeadSpec], main: str | None) -> str:

@@ -3,8 +3,9 @@ its own label set (``plugins/multitask/heads.py``), saved as one model folder.
 
 The folder is a tagger's (JSON + safetensors + the encoder's assets); its ``config.json`` holds
 ``task: "multi"``, the encoder's registry name and config, and ``heads``: for each, its name, corpus
-column, kind, labels, decoder (registry name and config) and spaCy target. Weights are named
-``encoder.*`` and ``heads.NAME.*``. ``tagpipe.model.Tagger.load`` of such a folder returns a
+column, kind, labels, decoder (registry name and config), spaCy target and, for a head with layers of
+its own (``--private-layers``), ``private`` (an encoder stage's registry name and config). Weights are
+named ``encoder.*``, ``private.NAME.*`` and ``heads.NAME.*``. ``tagpipe.model.Tagger.load`` of such a folder returns a
 :class:`MultiTagger` (through the task's ``load_model``), as does :meth:`MultiTagger.load`.
 """
 
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 MULTI_FIELDS = {"encoder": Field((dict,)), "heads": Field((list,), items=dict), "main": Field((str,))}
 HEAD_FIELDS = {"name": Field((str,)), "column": Field((int, str)), "kind": Field((str,), choices=KINDS),
                "labels": Field((list,), items=str), "decoder": Field((dict,)),
-               "spacy": Field((str,), choices=TARGETS)}
+               "spacy": Field((str,), choices=TARGETS), "private": Field((dict,))}
 PART_FIELDS = {"name": Field((str,)), "config": Field((dict,))}
 
 
@@ -42,9 +43,10 @@ class MultiTagger(nn.Module):
 
     def __init__(self, encoder: Encoder, heads: Mapping[str, Decoder], specs: Sequence[HeadSpec], *,
                  encoder_name: str, main: str, lang: str = "en", meta: dict[str, Any] | None = None,
-                 tokenizer: dict[str, Any] | None = None) -> None:
+                 tokenizer: dict[str, Any] | None = None, private: Mapping[str, Encoder] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
+        self.private = nn.ModuleDict(dict(private or {}))  # head -> its own stage over the shared features
         self.heads = nn.ModuleDict(dict(heads))
         self.specs = {spec.name: spec for spec in specs}
         self.encoder_name = encoder_name
@@ -60,12 +62,9 @@ class MultiTagger(nn.Module):
     def build(cls, sentences: Sequence[Sequence[str]], specs: Sequence[HeadSpec], *, encoder: str,
               encoder_config: dict[str, Any] | None = None, main: str | None = None, lang: str = "en") -> MultiTagger:
         """A fresh model whose encoder vocabularies are fitted on ``sentences``; each spec has its labels."""
-        registry = get_registry()
-        enc = registry.get("encoder", encoder).from_corpus(sentences, **(encoder_config or {}))
-        heads = {s.name: registry.get("decoder", s.decoder)(enc.output_dim, len(s.labels),
-                                                             constraints_for(s.labels, s.scheme), **s.decoder_config)
-                 for s in specs}
-        return cls(enc, heads, specs, encoder_name=encoder, main=main or specs[0].name, lang=lang)
+        enc = get_registry().get("encoder", encoder).from_corpus(sentences, **(encoder_config or {}))
+        private, heads = build_heads(enc.output_dim, specs)
+        return cls(enc, heads, specs, encoder_name=encoder, main=main or specs[0].name, lang=lang, private=private)
 
     # -- computation ---------------------------------------------------------------------
     def featurize(self, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
@@ -79,10 +78,20 @@ class MultiTagger(nn.Module):
         mask = lengths_to_mask(features["tagpipe_lengths"].to(hidden.device), hidden.shape[1])  # shape: [B, T]
         return hidden, mask
 
+    def head_input(self, name: str, hidden: Tensor, mask: Tensor) -> Tensor:
+        """What head ``name``'s decoder reads: the shared features, through its private stage if it has one."""
+        return self.private[name].forward_features(hidden, mask) if name in self.private else hidden
+
+    def head_parameters(self, name: str) -> list[nn.Parameter]:
+        """The parameters only head ``name``'s loss reaches: its decoder's and its private stage's."""
+        own = self.private[name].parameters() if name in self.private else ()
+        return [*own, *self.heads[name].parameters()]
+
     def losses(self, features: dict[str, Tensor], tags: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each head's mean negative log-likelihood per sentence; ``tags[head]`` is ``[B, T]``."""
         hidden, mask = self.encode(features)
-        return {name: self.heads[name].loss(hidden, tags[name].to(hidden.device).clamp(min=0), mask).mean()
+        return {name: self.heads[name].loss(self.head_input(name, hidden, mask),
+                                            tags[name].to(hidden.device).clamp(min=0), mask).mean()
                 for name in self.specs if name in tags}
 
     @torch.no_grad()
@@ -90,8 +99,8 @@ class MultiTagger(nn.Module):
         """Each head's best tag ids ``[B, T]`` (-1 at padding), from one encoder pass."""
         with inference_autocast(self, precision):
             hidden, mask = self.encode(features)
-        hidden = hidden.float()  # shape: [B, T, D]
-        return {name: self.heads[name].decode(hidden, mask) for name in self.specs}
+            inputs = {name: self.head_input(name, hidden, mask) for name in self.specs}
+        return {name: self.heads[name].decode(inputs[name].float(), mask) for name in self.specs}
 
     def tag(self, sentences: Sequence[Sequence[str]], *, batch_size: int = 64,
             precision: str = "fp32") -> dict[str, list[list[str]]]:
@@ -141,22 +150,35 @@ class MultiTagger(nn.Module):
     def from_config(cls, path: Path, config: dict[str, Any]) -> MultiTagger:
         """The model ``config`` describes, with the encoder's files from ``path`` and fresh weights."""
         config_file = path / CONFIG_FILE
-        registry = get_registry()
         specs = [HeadSpec.from_dict(h) for h in config["heads"]]
         try:
-            encoder_cls = registry.get("encoder", config["encoder"]["name"])
-            decoder_classes = {s.name: registry.get("decoder", s.decoder) for s in specs}
+            encoder = get_registry().get("encoder", config["encoder"]["name"]).from_assets(
+                path, config["encoder"].get("config") or {})
+            private, heads = build_heads(encoder.output_dim, specs)
         except UnknownComponentError as exc:
             raise ModelError(f"{config_file}: {exc}") from None
-        try:
-            encoder = encoder_cls.from_assets(path, config["encoder"].get("config") or {})
-            heads = {s.name: decoder_classes[s.name](encoder.output_dim, len(s.labels),
-                                                     constraints_for(s.labels, s.scheme), **s.decoder_config)
-                     for s in specs}
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, NotImplementedError) as exc:
             raise ModelError(f"{config_file}: {' '.join(str(exc).split())}") from None
         return cls(encoder, heads, specs, encoder_name=config["encoder"]["name"], main=config["main"],
-                   lang=config.get("lang", "en"), meta=config.get("meta"), tokenizer=config.get("tokenizer"))
+                   lang=config.get("lang", "en"), meta=config.get("meta"), tokenizer=config.get("tokenizer"),
+                   private=private)
+
+
+def build_heads(input_dim: int, specs: Sequence[HeadSpec]) -> tuple[dict[str, Encoder], dict[str, Decoder]]:
+    """Each head's private stage (for specs that have one) and decoder, fresh, over ``input_dim`` features."""
+    registry = get_registry()
+    private: dict[str, Encoder] = {}
+    heads: dict[str, Decoder] = {}
+    for spec in specs:
+        dim = input_dim
+        if spec.private:
+            stage = registry.get("encoder", spec.private["name"]).from_input(input_dim,
+                                                                             **(spec.private.get("config") or {}))
+            private[spec.name], dim = stage, stage.output_dim
+        heads[spec.name] = registry.get("decoder", spec.decoder)(dim, len(spec.labels),
+                                                                constraints_for(spec.labels, spec.scheme),
+                                                                **spec.decoder_config)
+    return private, heads
 
 
 def check_multi_config(config_file: Path, config: dict[str, Any]) -> None:
@@ -165,8 +187,11 @@ def check_multi_config(config_file: Path, config: dict[str, Any]) -> None:
         check_fields(str(config_file), config, MULTI_FIELDS, required=("encoder", "heads", "main"))
         check_fields(f"{config_file}: encoder", config["encoder"], PART_FIELDS, required=("name",))
         for i, head in enumerate(config["heads"]):
-            check_fields(f"{config_file}: heads[{i}]", head, HEAD_FIELDS, required=tuple(HEAD_FIELDS))
-            check_fields(f"{config_file}: heads[{i}].decoder", head["decoder"], PART_FIELDS, required=("name",))
+            check_fields(f"{config_file}: heads[{i}]", head, HEAD_FIELDS,
+                         required=tuple(k for k in HEAD_FIELDS if k != "private"))
+            for part in ("decoder", "private"):
+                if part in head:
+                    check_fields(f"{config_file}: heads[{i}].{part}", head[part], PART_FIELDS, required=("name",))
     except ConfigValueError as exc:
         raise ModelError(str(exc)) from None
     names = [h["name"] for h in config["heads"]]

@@ -3,7 +3,7 @@ every head and ``annotate`` with ``tagpipe_multi`` (docs/training.md, "Multi-tas
 
 - train: the taggers' options (less ``--tag-column``, ``--resume``, ``--average``, ``--precision``,
   ``--compile``, ``--grad-checkpointing`` and torchrun) plus ``--columns``, ``--task-weighting``,
-  ``--task-weights``, ``--main-task`` and ``--head-decoders``;
+  ``--task-weights``, ``--main-task``, ``--head-decoders`` and ``--private-layers``;
 - evaluate: every head on its training column: span P/R/F1 (strict IOB2) or token accuracy;
   ``--json`` gives ``{"heads": {NAME: scores}, "main": NAME}``;
 - annotate: one record field per head (a span head: ``[{"start", "end", "label", "text"}]`` with
@@ -24,6 +24,7 @@ import click
 from tagpipe.errors import TagpipeError
 from tagpipe.plugins.multitask.heads import (
     apply_decoders,
+    apply_private_layers,
     choose_main,
     parse_columns,
     parse_weights,
@@ -74,6 +75,9 @@ class MultiTask(Task):
                      help="multi: the head that selects the dev epoch and leads main-aux [default: the first]."),
         click.Option(["--head-decoders"], default=None,
                      help="multi: NAME=DECODER,... for heads whose decoder is not --decoder."),
+        click.Option(["--private-layers"], default=None,
+                     help="multi: NAME=N,...: N BiLSTM layers of that head's own over the shared encoder "
+                          "(e.g. ner=1: the auxiliary heads share the encoder, NER gets a layer of its own)."),
     )
 
     def plan(self, options: Options):
@@ -96,6 +100,9 @@ class MultiTask(Task):
         apply_decoders(heads, settings.decoder, values.get("head_decoders"), DECODER_ALIASES)
         for head in heads:
             head.decoder_config = dict(settings.decoder_config) if head.decoder == settings.decoder else {}
+        encoder_config = settings.encoder_config or {}
+        apply_private_layers(heads, values.get("private_layers"), hidden=int(encoder_config.get("hidden", 200)),
+                             dropout=float(encoder_config.get("dropout", 0.25)))
         weighting = values.get("task_weighting") or "fixed"
         return settings, MultiPlan(heads, weighting, parse_weights(values.get("task_weights"), heads),
                                    choose_main(heads, values.get("main_task")))

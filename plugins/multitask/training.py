@@ -149,7 +149,7 @@ class MultiTrainer:
         ids = {h.name: [[model.label_ids[h.name][t] for t in self._internal(h, e.tags[h.name])] for e in train]
                for h in plan.heads}
         gradients = TaskGradients(list(model.encoder.parameters()),
-                                  {n: list(d.parameters()) for n, d in model.heads.items()},
+                                  {n: model.head_parameters(n) for n in model.heads},
                                   plan.weighting, plan.weights, main)
         step_size = s.batch_size * s.accumulate
         scaling = LrScaling.of(s)  # --lr-scaling: the rates follow the global batch, as the taggers'
@@ -243,6 +243,7 @@ class MultiTrainer:
         heads (``--lr``), the rates scaled for the global batch."""
         s = self.settings
         lr, encoder_lr = scaling.scaled(s.lr), scaling.scaled(s.encoder_lr)
-        groups = [*model.encoder.parameter_groups(lr, encoder_lr), {"params": list(model.heads.parameters()), "lr": lr}]
+        own = [*model.private.parameters(), *model.heads.parameters()]
+        groups = [*model.encoder.parameter_groups(lr, encoder_lr), {"params": own, "lr": lr}]
         return build_optimizer(s.optimizer, [g for g in groups if g["params"]], lr=lr, weight_decay=s.weight_decay)
 
