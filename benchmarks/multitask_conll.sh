@@ -14,6 +14,7 @@
 #        MODELS="ner pos chunk multi-fixed multi-parallel multi-main-aux" (a subset trains only those; the speed
 #        rounds need ner, pos and multi-main-aux, ROUNDS=0 skips them)
 #        WEIGHTS= (--task-weights of the multi-task models, e.g. pos=0.1,chunk=0.1; their names gain "-w" and it)
+#        PRIVATE= (--private-layers of the multi-task models, e.g. ner=1; their names gain "-p" and it)
 #   e.g. a smoke run: SEEDS=1 EPOCHS=1 SLICE=200 TEST_SLICE=100 ROUNDS=1 bash benchmarks/multitask_conll.sh out/mt-smoke
 # Full corpora: about 20 CPU-minutes per single-task model and 25-60 per multi-task one (parallel and
 # main-aux run the encoder's backward pass once per head) on one thread; 18 trainings in all.
@@ -28,6 +29,8 @@ TEST_SLICE=${TEST_SLICE:-0}
 THREADS=${THREADS:-1}
 CONFIG=${CONFIG:-benchmarks/configs/conll2003-multitask.json}
 WEIGHTS=${WEIGHTS:-}
+PRIVATE=${PRIVATE:-}
+TAG=${WEIGHTS:+-w$WEIGHTS}${PRIVATE:+-p$PRIVATE}  # the multi-task models' names carry their options
 mkdir -p "$OUT/data" "$OUT/models" "$OUT/scores" "$OUT/speed"
 
 source benchmarks/train_and_score.sh
@@ -45,8 +48,9 @@ for seed in $SEEDS; do
             pos) run pos "$seed" --task tag --tag-column 1 ;;
             chunk) run chunk "$seed" --task ner --tag-column 2 ;;
             multi-fixed | multi-parallel | multi-main-aux)
-                run "$model${WEIGHTS:+-w$WEIGHTS}" "$seed" --task multi --columns ner=3,pos=1,chunk=2 \
-                    --task-weighting "${model#multi-}" ${WEIGHTS:+--task-weights "$WEIGHTS"} ;;
+                run "$model$TAG" "$seed" --task multi --columns ner=3,pos=1,chunk=2 \
+                    --task-weighting "${model#multi-}" ${WEIGHTS:+--task-weights "$WEIGHTS"} \
+                    ${PRIVATE:+--private-layers "$PRIVATE"} ;;
             *) echo "unknown model: $model" >&2; exit 2 ;;
         esac
     done
@@ -69,7 +73,7 @@ annotate() {  # OUTPUT MODEL...: seconds of one annotate process
     echo "$end - $start" | bc
 }
 for round in $(seq "${ROUNDS:-3}"); do
-    multi=$(annotate "$OUT/speed/multi.jsonl" "$OUT/models/multi-main-aux${WEIGHTS:+-w$WEIGHTS}-seed$FIRST")
+    multi=$(annotate "$OUT/speed/multi.jsonl" "$OUT/models/multi-main-aux$TAG-seed$FIRST")
     ner=$(annotate "$OUT/speed/ner.jsonl" "$OUT/models/ner-seed$FIRST")
     pos=$(annotate "$OUT/speed/pos.jsonl" "$OUT/models/pos-seed$FIRST")
     echo "{\"round\": $round, \"multi\": $multi, \"ner\": $ner, \"pos\": $pos}" >> "$OUT/speed/seconds.jsonl"
