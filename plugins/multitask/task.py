@@ -100,9 +100,11 @@ class MultiTask(Task):
         apply_decoders(heads, settings.decoder, values.get("head_decoders"), DECODER_ALIASES)
         for head in heads:
             head.decoder_config = dict(settings.decoder_config) if head.decoder == settings.decoder else {}
-        encoder_config = settings.encoder_config or {}
-        apply_private_layers(heads, values.get("private_layers"), hidden=int(encoder_config.get("hidden", 200)),
-                             dropout=float(encoder_config.get("dropout", 0.25)))
+        # private layers as wide as the shared BiLSTM, with its dropout (BiLSTM defaults for other encoders)
+        hidden, dropout = (settings.encoder_config or {}).get("hidden"), (settings.encoder_config or {}).get("dropout")
+        apply_private_layers(heads, values.get("private_layers"),
+                             hidden=hidden if isinstance(hidden, int) and hidden > 0 else 200,
+                             dropout=float(dropout) if isinstance(dropout, (int, float)) and 0 <= dropout < 1 else 0.25)
         weighting = values.get("task_weighting") or "fixed"
         return settings, MultiPlan(heads, weighting, parse_weights(values.get("task_weights"), heads),
                                    choose_main(heads, values.get("main_task")))
