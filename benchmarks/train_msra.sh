@@ -2,7 +2,7 @@
 # The embedded Chinese model (--model zh): MSRA NER, character BiLSTM-CRF with bigram features, BMES.
 # MSRA has no dev set: a seeded random 5% of the training segments is held out as one (the model never
 # trains on them; the file's tail, used before, scores far below test and misled model selection).
-# Usage: bash benchmarks/train_msra.sh [OUTPUT]   (about 1 hour on 2 CPU cores; data from get-pypi-data.sh)
+# Usage: bash benchmarks/train_msra.sh [OUTPUT]   (about 2 hours on 2 CPU cores, 1 thread; data from get-pypi-data.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=$(bash ../shared/corpora/get-pypi-data.sh | tail -n 1)/msra
