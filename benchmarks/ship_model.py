@@ -26,6 +26,8 @@ def main() -> None:
     for config in (settings.get("encoder_config") or {}, model.encoder.cfg.__dict__):
         if config.get("pretrained_vectors"):
             config["pretrained_vectors"] = Path(config["pretrained_vectors"]).name
+    if model.meta.get("invalid_tags"):  # {corpus path: counts of repaired / dropped tags}
+        model.meta["invalid_tags"] = {Path(p).name: c for p, c in model.meta["invalid_tags"].items()}
     model.save(target, dtype=torch.float16)
     print(f"saved {target}")
 

@@ -52,3 +52,22 @@ def test_info_lists_both_models_with_their_test_scores():
     report = json.loads(CliRunner().invoke(cli, ["info", "--json"]).output)
     rows = {m["name"]: m for m in report["embedded_models"]}
     assert set(rows) == {"en", "zh"} and "MSRA" in rows["zh"]["test"] and "CoNLL-2003" in rows["en"]["test"]
+
+
+def test_shipping_a_model_keeps_no_machine_path(tiny_ner_model, tmp_path):
+    """benchmarks/ship_model.py: the embedded folders must not carry this machine's paths (invalid_tags included)."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = tmp_path / "trained"
+    shutil.copytree(tiny_ner_model, source)
+    config = json.loads((source / "config.json").read_text())
+    config["meta"]["invalid_tags"] = {"/home/someone/data/train.txt": {"repaired": 2, "dropped": 0}}
+    (source / "config.json").write_text(json.dumps(config))
+    repo = Path(tagpipe.__file__).resolve().parent.parent
+    subprocess.run([sys.executable, str(repo / "benchmarks" / "ship_model.py"), str(source), str(tmp_path / "shipped")],
+                   check=True, capture_output=True)
+    meta = json.loads((tmp_path / "shipped" / "config.json").read_text())["meta"]
+    assert meta["invalid_tags"] == {"train.txt": {"repaired": 2, "dropped": 0}}
+    assert meta["settings"]["train"] == "tiny.conll" and "/" not in json.dumps(meta)
