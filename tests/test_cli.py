@@ -87,7 +87,7 @@ def test_info_reports_versions_devices_plugins_and_embedded_models():
     assert report["devices"][0].startswith("cpu")
     assert {"builtin_encoders", "builtin_decoders", "perturbed_masking"} <= {p["name"] for p in report["plugins"]}
     (english,) = [m for m in report["embedded_models"] if m["name"] == "en"]
-    assert Path(english["path"], "config.json").is_file() and "90.06" in english["test"]
+    assert Path(english["path"], "config.json").is_file() and "90.69" in english["test"]
     text = invoke("info").output
     assert "torch" in text and "embedded model 'en'" in text
 
